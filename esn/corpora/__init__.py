@@ -1,0 +1,10 @@
+"""Corpus readers, one module per corpus, imported on first use by `get_reader(name)`."""
+
+from esn.corpora.base import READERS, Candidate, get_reader  # noqa: F401
+
+#: Reader name -> module that registers it (imported lazily: the hub reader pulls in `datasets`).
+BUILTIN_READERS: dict[str, str] = {
+    name: f"esn.corpora.{name}"
+    for name in ("synthetic", "ravdess", "cremad", "tess", "savee", "iemocap", "meld", "msp_podcast",
+                 "esd", "audiofolder", "hub")
+}

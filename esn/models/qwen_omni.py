@@ -1,0 +1,99 @@
+"""Qwen2.5-Omni (7B, 3B) thinker adapter; also the model organism's, which is the same class.
+
+Only the thinker (audio tower + text decoder) is loaded. Its processor cannot be built without
+torchvision (image/video processors), so inputs are built the way the processor does it: chat
+template -> the one `<|AUDIO|>` token replaced by as many copies as the clip has audio frames ->
+tokenize; log-mel features from the checkpoint's `WhisperFeatureExtractor` (128 bins).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+
+from esn.models.base import AudioLMAdapter, Batch
+
+DEFAULT_SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
+                  "perceiving auditory and visual inputs, as well as generating text and speech.")
+
+
+def mel_frames(n_samples: int, hop: int = 160) -> int:
+    """Valid log-mel frames of a clip, by the feature extractor's own rule (mask[::hop])."""
+    return -(-n_samples // hop)
+
+
+def audio_token_count(frames: int) -> int:
+    """Audio tokens the Qwen2.5-Omni / Qwen2-Audio / AF3 encoders emit for `frames` mel frames (25/s)."""
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def whisper_features(extractor: WhisperFeatureExtractor, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel features [B, mels, F] and their frame mask [B, F], independent of batch composition.
+
+    Each clip gets n_fft trailing zeros before extraction, so its last valid frames see zeros (as
+    with the processor's 30-s padding) whether it is the longest clip of a batch or alone.
+    """
+    pad = np.zeros(extractor.n_fft, dtype=np.float32)
+    padded = [np.concatenate([np.asarray(w, dtype=np.float32), pad]) for w in waveforms]
+    feats = extractor(padded, sampling_rate=extractor.sampling_rate, padding="longest",
+                      return_attention_mask=False, return_tensors="pt")["input_features"]
+    frames = torch.tensor([mel_frames(len(w), extractor.hop_length) for w in waveforms])
+    mask = (torch.arange(feats.shape[-1])[None, :] < frames[:, None]).long()
+    return feats, mask
+
+
+class QwenOmniAdapter(AudioLMAdapter):
+    family = "qwen2_5_omni"
+    audio_token = "<|AUDIO|>"
+
+    def __init__(self, model: Any, tokenizer: Any, feature_extractor: WhisperFeatureExtractor,
+                 labels: list[str], prompt: str, *, system_prompt: str | None = DEFAULT_SYSTEM, **kw: Any):
+        super().__init__(model, tokenizer, labels, prompt, **kw)
+        self.feature_extractor = feature_extractor
+        self.system_prompt = system_prompt
+        tokenizer.padding_side = "left"
+
+    @classmethod
+    def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
+             dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
+             system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False) -> "QwenOmniAdapter":
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        extractor = WhisperFeatureExtractor.from_pretrained(path, revision=revision)
+        return cls(model, tokenizer, extractor, labels, prompt, site=site, source=path, revision=revision,
+                   system_prompt=system_prompt)
+
+    def chat_text(self) -> str:
+        """The rendered chat with one audio placeholder, ready for the answer."""
+        messages: list[dict[str, Any]] = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        messages.append({"role": "user", "content": [{"type": "audio", "audio": "clip"},
+                                                     {"type": "text", "text": self.prompt}]})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def build_batch(self, waveforms: list[np.ndarray]) -> Batch:
+        feats, frame_mask = whisper_features(self.feature_extractor, waveforms)
+        template = self.chat_text()
+        if template.count(self.audio_token) != 1:
+            raise ValueError(f"chat template must render exactly one {self.audio_token}; got: {template!r}")
+        texts = [template.replace(self.audio_token, self.audio_token * audio_token_count(int(n)))
+                 for n in frame_mask.sum(-1)]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return Batch({"input_ids": enc["input_ids"], "input_features": feats, "feature_attention_mask": frame_mask},
+                     enc["attention_mask"], enc["input_ids"] == self.audio_token_id)
+
+    def audio_embeddings(self, batch: Batch) -> torch.Tensor:
+        feats = batch.inputs["input_features"].to(self.model.dtype)
+        return self.model.get_audio_features(feats, batch.inputs["feature_attention_mask"]).last_hidden_state
+
+    def position_ids(self, batch: Batch) -> torch.Tensor:
+        """Qwen2.5-Omni's multimodal RoPE index [3, B, T] (left padding handled by the model)."""
+        pos, _ = self.model.model.get_rope_index(
+            batch.inputs["input_ids"], None, None, batch.attention_mask, False,
+            batch.inputs["feature_attention_mask"].sum(-1), None)
+        return pos
