@@ -7,6 +7,7 @@ This is the way in for a corpus without a dedicated reader: write a metadata fil
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def _utterance_id(relative: str) -> str:
-    """Id from the file's path below the corpus root, minus suffix; folders joined by '__' to stay unique."""
+    """Id from the file's path below the top metadata folder, minus suffix; folders joined by '__' so that
+    equal names in different folders stay apart while extra nesting above the data changes nothing."""
     stem = posixpath.splitext(posixpath.normpath(relative))[0]
     return stem.replace("/", "__")
 
@@ -39,17 +41,18 @@ def read_audiofolder(root: Path, *, label_column: str = "emotion", speaker_colum
     tables = [p for p in find_files(root, "metadata.*") if p.suffix in (".csv", ".jsonl")]
     if not tables:
         raise FileNotFoundError(f"no metadata.csv or metadata.jsonl below {root}")
-    root_resolved = Path(root).resolve()
+    top = Path(os.path.commonpath([t.parent for t in tables]))
     for table in tables:
         rows = _rows(table)
         if rows and label_column not in rows[0]:
             raise ValueError(f"{table}: no label column {label_column!r} (columns: {sorted(rows[0])}); "
                              "set the reader option label_column")
-        folder = table.parent.resolve().relative_to(root_resolved).as_posix()
+        folder = table.parent.relative_to(top).as_posix()
         for row in rows:
             name = row.get("file_name", "")
             code = row.get(label_column, "")
-            emotion, problem = map_label(code, mapping, fold_case=True) if code else (None, f"no label in column {label_column!r}")
+            emotion, problem = (map_label(code, mapping, fold_case=True) if code
+                                else (None, f"no label in column {label_column!r}"))
             source, bad_path = row_source(root, table.parent, name, table) if name else (None, "no file_name")
             speaker = row.get(speaker_column) or None
             extra = {k: v for k, v in row.items() if k not in ("file_name", label_column, speaker_column)}

@@ -32,6 +32,8 @@ def _load(root: str | Path, split: str, revision: str | None) -> Any:
             return datasets.load_dataset(str(local), split=split)
     except Exception as err:
         raise RuntimeError(f"could not load local dataset folder {str(local)!r} (split {split!r}): {err}") from err
+    if local.is_file():
+        raise ValueError(f"hub reader: {root} is a file; give a hub dataset id or a dataset folder")
     if str(root).startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     try:

@@ -1,4 +1,5 @@
-"""IEMOCAP: labels in `SessionN/dialog/EmoEvaluation/<dialog>.txt`, audio in `SessionN/sentences/wav/<dialog>/<utt>.wav`.
+"""IEMOCAP: labels in `SessionN/dialog/EmoEvaluation/<dialog>.txt`,
+audio in `SessionN/sentences/wav/<dialog>/<utt>.wav`.
 
 A label line reads `[start - end]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[V, A, D]`. The speaker is the
 session plus the gender of whoever speaks the turn (the letter before the 3-digit index), since each

@@ -30,16 +30,19 @@ def read_msp_podcast(root: Path, **options: object) -> Iterator[Candidate]:
     """Yield one candidate per row of each `labels_consensus.csv` below `root`."""
     for label_file in find_files(root, "labels_consensus.csv"):
         corpus = label_file.parent.parent if label_file.parent.name == "Labels" else label_file.parent
-        by_name: dict[str, list[Path]] = {}
-        for path in find_audio(corpus):
-            by_name.setdefault(path.name, []).append(path)
+        by_name: dict[str, list[Path]] | None = None  # built only if some file is not under Audios/
         for row in read_csv_rows(label_file):
             name = row.get("FileName", "")
             code = row.get("EmoClass", "")
             emotion, problem = map_label(code, EMOTION_CODES)
             source, missing = row_source(root, corpus / "Audios", name, label_file)
-            if source is None and missing and missing.startswith("missing") and len(by_name.get(name, [])) == 1:
-                source, missing = by_name[name][0], None
+            if source is None and missing and missing.startswith("missing"):
+                if by_name is None:
+                    by_name = {}
+                    for path in find_audio(corpus):
+                        by_name.setdefault(path.name, []).append(path)
+                if len(by_name.get(name, [])) == 1:
+                    source, missing = by_name[name][0], None
             speaker = row.get("SpkrID", "")
             extra = {
                 "split": row.get("Split_Set") or None,

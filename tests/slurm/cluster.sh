@@ -121,10 +121,11 @@ install_packages() {
     added_policy=1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$STATE/log/apt.log" 2>&1 \
-    || { tail -n 40 "$STATE/log/apt.log" >&2; die "apt-get install failed"; }
-  [[ $added_policy == 1 ]] && rm -f /usr/sbin/policy-rc.d
+  local rc=0
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >"$STATE/log/apt.log" 2>&1 || rc=$?
+  if [[ $added_policy == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+  (( rc == 0 )) || { tail -n 40 "$STATE/log/apt.log" >&2; die "apt-get failed (rc=$rc)"; }
   log "installed packages"
 }
 

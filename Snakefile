@@ -1,0 +1,23 @@
+# Emotion-sensitive neurons in large audio-language models: capture -> select -> intervene -> figures.
+# Run: snakemake --cores 2   (config/config.yaml: synthetic corpus + model organism, CPU, minutes)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/organism.smk"
+include: "workflow/rules/capture.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/intervene.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

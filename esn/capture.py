@@ -1,0 +1,152 @@
+"""Capture: run a model over a corpus and store per-utterance neuron statistics.
+
+Reductions happen inside the hooks, on the device, masked by the position groups (padding never
+counts), in float32; each batch is copied to the host once; a background thread writes block k to
+the store while the model runs block k+1. Utterances are stored sorted by duration, so the batches
+cut from a block need little padding (length bucketing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from esn import store
+from esn.audio import load_16k_mono
+from esn.hooks import on_activations
+from esn.models.base import AudioLMAdapter, Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchStatistics:
+    """Host copies of one batch's statistics."""
+
+    mean_activation: np.ndarray  # [B, G, L, N]
+    frac_positive: np.ndarray    # [B, G, L, N]
+    n_positions: np.ndarray      # [B, G]
+    label_prob: np.ndarray       # [B, C]
+    attribution: np.ndarray | None = None  # [B, L, N]
+
+
+def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
+                     *, true_label: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> BatchStatistics:
+    """One forward (plus one backward when `true_label` is given, for attribution) with reducing hooks."""
+    batch = adapter.to_device(batch)
+    masks = batch.position_groups(groups)                       # [G, B, T]
+    counts = masks.sum(-1).transpose(0, 1)                       # [B, G]
+    B, G, L, N = batch.size, len(groups), adapter.n_layers, adapter.n_neurons
+    dev = adapter.device
+    sums = torch.zeros(B, G, L, N, device=dev)
+    positive = torch.zeros(B, G, L, N, device=dev)
+    kept: dict[int, torch.Tensor] = {}
+    valid = batch.attention_mask.float()
+
+    def reduce(layer: int, a: torch.Tensor) -> None:
+        af = a.detach().float()
+        sums[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, af)
+        positive[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, (af > 0).float())
+        if true_label is not None:
+            a.retain_grad()
+            kept[layer] = a
+        return None
+
+    with torch.set_grad_enabled(true_label is not None), on_activations(adapter.site_modules(), reduce):
+        embedded = adapter.embed(batch)
+        if true_label is not None:
+            embedded.inputs_embeds = embedded.inputs_embeds.detach().requires_grad_(True)
+        logits = adapter.decode_last(embedded)
+        scores = adapter.scorer.scores(logits)
+        logp = torch.log_softmax(scores, dim=-1)
+        attribution = None
+        if true_label is not None:
+            logp.gather(1, true_label.to(dev)[:, None]).sum().backward()
+            attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).float())
+                                       for l in range(L)], dim=1)
+    denom = counts.clamp(min=1)[:, :, None, None]
+    out = torch.cat([(sums / denom).to(dtype), (positive / denom).to(dtype)], dim=1)
+    host = out.cpu()  # the one host copy of the batch's neuron statistics
+    probs = logp.detach().exp().float().cpu()
+    return BatchStatistics(host[:, :G].numpy(), host[:, G:].numpy(), counts.round().int().cpu().numpy(),
+                           probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy())
+
+
+def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Utterances sorted by duration (then id): the store's order, so blocks are length buckets."""
+    return manifest.sort_values(["duration_s", "utterance_id"], kind="stable").reset_index(drop=True)
+
+
+def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *, groups: list[str],
+            batch_size: int = 16, dtype: str = "float32", attribution: bool = False, block_size: int = 256,
+            attrs: dict[str, str] | None = None) -> dict[str, Any]:
+    """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`)."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    utterances = store_order(manifest)
+    layout = store.StoreLayout(len(utterances), tuple(groups), adapter.n_layers, adapter.n_neurons,
+                               tuple(adapter.labels), dtype, block_size, attribution=attribution)
+    attrs = {**adapter.provenance(), **(attrs or {}), "positions": ",".join(groups), "store_dtype": dtype,
+             "attribution": str(attribution)}
+    if partial.exists():
+        g = store.open_group(partial)
+        store.check_provenance(dict(g.attrs), attrs, f"partial store {partial}")
+        if store.layout_of(g) != layout:
+            raise store.ProvenanceError(f"partial store {partial} has another layout; delete it to start over")
+        resumed = True
+    else:
+        g = store.create(partial, utterances, layout, attrs)
+        resumed = False
+    todo = store.pending_blocks(g)
+    log.info("capture %d utterances into %s: %d/%d blocks to do%s", len(utterances), out, len(todo),
+             layout.n_blocks, " (resumed)" if resumed else "")
+    label_index = {l: i for i, l in enumerate(adapter.labels)}
+    torch_dtype = getattr(torch, dtype)
+    t0, n_done = time.time(), 0
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending: Future | None = None
+    bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
+    try:
+        for k in todo:
+            rows = utterances.iloc[layout.block(k)]
+            parts: list[BatchStatistics] = []
+            for i in range(0, len(rows), batch_size):
+                chunk = rows.iloc[i:i + batch_size]
+                waves = [load_16k_mono(p) for p in chunk["path"]]
+                truth = torch.tensor([label_index.get(e, 0) for e in chunk["emotion"]]) if attribution else None
+                parts.append(batch_statistics(adapter, adapter.build_batch(waves), groups, true_label=truth,
+                                              dtype=torch_dtype))
+                bar.update(len(chunk))
+            values = {
+                "mean_activation": np.concatenate([p.mean_activation for p in parts]),
+                "frac_positive": np.concatenate([p.frac_positive for p in parts]),
+                "n_positions": np.concatenate([p.n_positions for p in parts]),
+                "label_prob": np.concatenate([p.label_prob for p in parts]),
+            }
+            pred_idx = values["label_prob"].argmax(-1)
+            values["predicted"] = np.array([adapter.labels[i] for i in pred_idx], dtype=object)
+            values["correct"] = (values["predicted"] == rows["emotion"].to_numpy(dtype=object)).astype("int8")
+            if attribution:
+                values["attribution"] = np.concatenate([p.attribution for p in parts])
+            if pending is not None:
+                pending.result()  # at most one block in flight; errors surface here
+            pending = writer.submit(store.write_block, g, k, values)
+            n_done += len(rows)
+        if pending is not None:
+            pending.result()
+    finally:
+        bar.close()
+        writer.shutdown(wait=True)
+    store.finalize(partial, out)
+    elapsed = time.time() - t0
+    return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
+            "seconds": round(elapsed, 2), "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2)}

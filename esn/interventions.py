@@ -1,0 +1,113 @@
+"""Causal tests: deactivate (a ← 0), amplify (a ← (1+α)·a) or knock out whole MLP layers, then score.
+
+The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one scoring
+forward (no generation); the audio tower runs once per clip and its output is reused by every
+condition (`AudioLMAdapter.embed` then `decode_last` over repeated rows); many conditions share one
+forward through a per-row scale tensor at the MLP site; clips are length-bucketed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from esn.audio import load_16k_mono
+from esn.capture import store_order
+from esn.hooks import scaled
+from esn.models.base import AudioLMAdapter
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "deactivate", "gain", "knockout")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way of running the model. `neurons` maps layer -> neuron indices touched (empty for none)."""
+
+    mode: str
+    target: str = ""
+    control: str = ""
+    alpha: float = 0.0
+    fraction: float = 0.0
+    layer: int = -1
+    neurons: dict[int, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def scale(self) -> float:
+        return {"none": 1.0, "deactivate": 0.0, "knockout": 0.0, "gain": 1.0 + self.alpha}[self.mode]
+
+    def describe(self) -> dict[str, object]:
+        return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
+                "fraction": self.fraction, "layer": self.layer}
+
+
+def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float]) -> list[Condition]:
+    """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction)."""
+    out = []
+    for (target, control, fraction), mask in sorted(masks.items()):
+        neurons = {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
+        out.append(Condition("deactivate", target, control, 0.0, fraction, neurons=neurons))
+        out += [Condition("gain", target, control, float(a), fraction, neurons=neurons) for a in alphas]
+    return out
+
+
+def knockout_conditions(n_layers: int, n_neurons: int) -> list[Condition]:
+    """One condition per decoder layer with its whole MLP activation zeroed."""
+    return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in range(n_layers)]
+
+
+def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device) -> dict[int, torch.Tensor]:
+    """Per-layer scale tensors [len(conditions) × rows_per, N]; layers no condition touches are absent."""
+    layers = sorted({l for c in conditions for l in c.neurons})
+    scales = {l: torch.ones(len(conditions) * rows_per, n_neurons, device=device) for l in layers}
+    for i, c in enumerate(conditions):
+        for l, idx in c.neurons.items():
+            scales[l][i * rows_per:(i + 1) * rows_per, torch.as_tensor(idx, device=device)] = c.scale
+    return scales
+
+
+@torch.no_grad()
+def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                     *, max_rows: int = 64) -> np.ndarray:
+    """Label probabilities [conditions, clips, labels]: the audio tower once, conditions batched as rows."""
+    batch = adapter.to_device(adapter.build_batch(waveforms))
+    embedded = adapter.embed(batch)
+    B = batch.size
+    per_forward = max(1, max_rows // B)
+    sites = adapter.site_modules()
+    out = []
+    for i in range(0, len(conditions), per_forward):
+        chunk = conditions[i:i + per_forward]
+        rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
+        with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device)):
+            probs = adapter.scorer.probabilities(adapter.decode_last(embedded.select(rows)))
+        out.append(probs.view(len(chunk), B, -1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[Condition], *,
+             batch_size: int = 16, max_rows: int = 256) -> pd.DataFrame:
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table."""
+    conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
+    utterances = store_order(manifest)
+    frames = []
+    for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
+        chunk = utterances.iloc[i:i + batch_size]
+        probs = score_conditions(adapter, [load_16k_mono(p) for p in chunk["path"]], conditions, max_rows=max_rows)
+        for c, p in zip(conditions, probs):
+            frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
+                                  "emotion": chunk["emotion"].to_numpy(), **c.describe()})
+            frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
+            for j, label in enumerate(adapter.labels):
+                frame[f"p_{label}"] = p[:, j].astype("float32")
+            frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["mode", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
+                             kind="stable").reset_index(drop=True)

@@ -1,0 +1,33 @@
+rule capture:
+    """One shard of a corpus through a model: per-utterance neuron statistics into a resumable Zarr store."""
+    input:
+        lib=LIB["capture"],
+        manifest=lambda wc: manifest(wc.corpus),
+        model=model_files,
+    output:
+        temp(directory("results/activations/{model}/{corpus}.shards/{shard}-of-{n}.zarr")),
+    params:
+        model=lambda wc: config["models"][wc.model],
+        capture=config["capture"],
+        device=config["device"],
+        config_hash=lambda wc: config_hash(wc.model, wc.corpus),
+    threads: 2
+    resources:
+        gpu=model_gpu,
+    log:
+        "logs/capture/{model}/{corpus}/{shard}-of-{n}.log",
+    script:
+        "../scripts/capture.py"
+
+
+rule merge_shards:
+    """The shards of a corpus as one store (one logical Dataset for the selectors)."""
+    input:
+        lib="esn/store.py",
+        shards=shard_stores,
+    output:
+        directory("results/activations/{model}/{corpus}.zarr"),
+    log:
+        "logs/merge_shards/{model}/{corpus}.log",
+    script:
+        "../scripts/merge_shards.py"

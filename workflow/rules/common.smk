@@ -1,0 +1,117 @@
+# Config validation and every input function of the workflow.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+def _check_config():
+    """Cross-references the JSON schema cannot express, failing before any job with the key named."""
+    for i, study in enumerate(config["studies"]):
+        for key, table in (("model", "models"), ("identify", "corpora"), ("evaluate", "corpora")):
+            if study[key] not in config[table]:
+                raise ValueError(f"config studies[{i}].{key}: {study[key]!r} is not a key of {table} "
+                                 f"(known: {sorted(config[table])})")
+    for name, model in config["models"].items():
+        if model["trust_remote_code"] and not model["revision"]:
+            raise ValueError(f"config models.{name}: trust_remote_code needs a pinned revision")
+        if model["organism"] and config["organism"]["corpus"] not in config["corpora"]:
+            raise ValueError(f"config organism.corpus: {config['organism']['corpus']!r} is not a key of corpora")
+    if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
+        config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
+                                                     {config["intervention"]["fraction"]})
+
+
+_check_config()
+
+# Library modules whose change must invalidate a stage's outputs (Snakemake tracks scripts, not imports).
+LIB = {
+    "prepare": ["esn/prepare.py", "esn/audio.py", "esn/corpora/base.py"],
+    "organism": ["esn/organism.py", "esn/models/base.py", "esn/models/qwen_omni.py", "esn/hooks.py"],
+    "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py"],
+    "select": ["esn/selectors.py"],
+    "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py"],
+    "metrics": ["esn/metrics.py"],
+    "figures": ["esn/figures.py"],
+}
+
+SELECTORS = config["selection"]["selectors"]
+STUDIES = config["studies"]
+
+
+def model_gpu(wildcards):
+    return 1 if config["models"][wildcards.model]["gpu"] else 0
+
+
+def corpus_reader_module(wildcards):
+    return [f"esn/corpora/{config['corpora'][wildcards.corpus]['reader']}.py"]
+
+
+def manifest(corpus):
+    return f"resources/corpora/{corpus}/manifest.parquet"
+
+
+def model_files(wildcards):
+    """The organism's checkpoint is built by the workflow; real checkpoints come from their path or hub."""
+    model = config["models"][wildcards.model]
+    return [f"{model['path']}/model.safetensors"] if model["organism"] else []
+
+
+def shard_stores(wildcards):
+    n = config["capture"]["shards"]
+    return [f"results/activations/{wildcards.model}/{wildcards.corpus}.shards/{k}-of-{n}.zarr" for k in range(n)]
+
+
+def variants():
+    """Selection variants: the full identification set, and the identification-size sweep subsamples."""
+    sizes, seeds = config["selection"]["id_sizes"], config["selection"]["id_seeds"]
+    return ["all"] + [f"n{n}s{s}" for n in sizes for s in seeds]
+
+
+def identification_pairs():
+    return sorted({(s["model"], s["identify"]) for s in STUDIES})
+
+
+def intervention_tables():
+    out = []
+    for s in STUDIES:
+        for sel in SELECTORS:
+            out.append(f"results/interventions/{s['model']}/{s['identify']}/{sel}/{s['evaluate']}.parquet")
+            if s["identify"] == s["evaluate"]:
+                out += [f"results/interventions/{s['model']}/{s['identify']}/{sel}.{v}/{s['evaluate']}.parquet"
+                        for v in variants() if v != "all"]
+    return out
+
+
+def metric_tables():
+    return [p.replace("results/interventions/", "results/tables/interventions/").replace(".parquet", ".conditions.csv")
+            for p in intervention_tables()]
+
+
+def knockout_tables():
+    return sorted({f"results/tables/knockout/{s['model']}/{s['evaluate']}.csv" for s in STUDIES})
+
+
+def selection_store(wildcards):
+    selector, _, variant = wildcards.selection.partition(".")
+    return f"results/neurons/{wildcards.model}/{wildcards.id_corpus}/{selector}/{variant or 'all'}.zarr"
+
+
+def all_targets():
+    return [
+        *[manifest(c) for c in config["corpora"]],
+        *[f"{m['path']}/metrics.json" for m in config["models"].values() if m["organism"]],
+        *metric_tables(),
+        *knockout_tables(),
+        *FIGURES,
+    ]
+
+
+def config_hash(model, corpus):
+    """Hash of everything in config that shapes a capture store (recorded in its attributes)."""
+    from esn.workflow import stable_hash
+
+    return stable_hash({"model": config["models"][model], "capture": config["capture"],
+                        "corpus": config["corpora"][corpus], "seed": config["seed"]})

@@ -1,0 +1,20 @@
+rule train_organism:
+    """Train the model organism (a tiny real Qwen2.5-Omni thinker) on the identification split."""
+    input:
+        lib=LIB["organism"],
+        manifest=manifest(config["organism"]["corpus"]),
+    output:
+        weights="{path}/model.safetensors",
+        metrics="{path}/metrics.json",
+    params:
+        organism=config["organism"],
+        labels=config["corpora"][config["organism"]["corpus"]]["classes"],
+        prompt=lambda wc: next(m["prompt"] for m in config["models"].values() if m["organism"]),
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=0,
+    log:
+        "logs/train_organism/{path}.log",
+    script:
+        "../scripts/train_organism.py"

@@ -1,0 +1,35 @@
+rule select:
+    """Score and rank neurons per emotion from the store alone (plus the seeded random control)."""
+    input:
+        lib=LIB["select"],
+        store="results/activations/{model}/{id_corpus}.zarr",
+    output:
+        directory("results/neurons/{model}/{id_corpus}/{selector}/{variant}.zarr"),
+    params:
+        selection=config["selection"],
+        seed=config["seed"],
+    log:
+        "logs/select/{model}/{id_corpus}/{selector}/{variant}.log",
+    script:
+        "../scripts/select.py"
+
+
+rule neuron_tables:
+    """ESN counts per layer, overlaps between emotions and selectors, stability across identification sizes."""
+    input:
+        lib=LIB["select"],
+        selections=lambda wc: expand("results/neurons/{model}/{id_corpus}/{selector}/{variant}.zarr",
+                                     model=wc.model, id_corpus=wc.id_corpus, selector=SELECTORS, variant=variants()),
+    output:
+        counts="results/tables/neurons/{model}/{id_corpus}/counts_per_layer.csv",
+        emotions="results/tables/neurons/{model}/{id_corpus}/overlap_emotions.csv",
+        selectors="results/tables/neurons/{model}/{id_corpus}/overlap_selectors.csv",
+        stability="results/tables/neurons/{model}/{id_corpus}/stability.csv",
+    params:
+        fraction=config["intervention"]["fraction"],
+        selectors=SELECTORS,
+        variants=variants(),
+    log:
+        "logs/neuron_tables/{model}/{id_corpus}.log",
+    script:
+        "../scripts/neuron_tables.py"
