@@ -1,5 +1,6 @@
 # Config validation and every input function of the workflow.
 import json
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -25,6 +26,18 @@ def _check_config():
 
 
 _check_config()
+
+wildcard_constraints:
+    model=r"[^/]+",
+    corpus=r"[^/.]+",
+    id_corpus=r"[^/.]+",
+    eval_corpus=r"[^/.]+",
+    selector=r"[a-z_]+",
+    variant=r"all|n\d+s\d+",
+    selection=r"[a-z_]+(\.n\d+s\d+)?",
+    shard=r"\d+",
+    n=r"\d+",
+    path="|".join(re.escape(m["path"]) for m in config["models"].values() if m["organism"]) or "$^",
 
 # Library modules whose change must invalidate a stage's outputs (Snakemake tracks scripts, not imports).
 LIB = {

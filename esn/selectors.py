@@ -1,0 +1,524 @@
+"""Emotion-sensitive neuron selectors, computed from the activation store alone.
+
+One streaming pass over the store's utterance blocks accumulates mergeable per-emotion sufficient
+statistics (`EmotionStats`, float64, one position group); every selector is a function of them
+(`SELECTORS`). A selection is data: an xarray Dataset (emotion × layer × neuron) of scores, ranks and
+a seeded random ordering, from which the neuron set of any fraction — and its layer-matched random
+control — is a comparison (`selected_mask`, `random_mask`), so fraction sweeps need no re-selection.
+
+Sets are nested across fractions: the set for fraction f is `rank < round(f · L · N)` per emotion
+(a global top-k across layers), and the random control for f draws, in each layer, as many neurons as
+the selected set has there, uniformly from all of that layer's neurons ("same size per layer, drawn
+uniformly, excluding nothing else"), as the first neurons of a per-(emotion, layer) permutation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from esn import store
+
+#: Rank of a neuron that a selector does not assign to an emotion (≥ L·N, so no fraction selects it).
+INELIGIBLE = np.iinfo(np.int32).max
+#: Statistics a selector may need: name -> store variable it is accumulated from.
+FIELDS = {"mean": "mean_activation", "positive": "frac_positive", "attribution": "attribution"}
+#: Second entropy word of the random control's generator, so it never shares a stream with the subsample.
+_CONTROL_STREAM = 0x5EED
+#: Columns per matmul tile: the float16 → float64 copy stays in cache, and OpenBLAS stays single-threaded
+#: (at ≥ 2048 columns its threads thrashed, 3–15× slower, on a busy 2-core box; see NOTES in the report).
+_TILE = 512
+
+PathLike = str | Path
+
+
+# --------------------------------------------------------------------------------------------------
+# Sufficient statistics
+
+
+class EmotionStats:
+    """Mergeable per-emotion sums over (layer, neuron) for one position group, in float64.
+
+    In the style of baukit's runningstats: `add` a block, `merge` partial results (shards, workers),
+    round-trip through `state_dict` / `from_state_dict`. Counts are kept per (emotion, layer) so a block
+    may be added one layer slab at a time; `n_utterances` checks that all layers saw the same rows.
+    Tracked sums (`fields`): `mean` Σ mean_activation, `positive` Σ frac_positive·n_positions with
+    Σ n_positions (so P(a > 0) pools exactly over positions), `attribution` Σ attribution.
+    """
+
+    def __init__(self, emotions: Sequence[str], n_layers: int, n_neurons: int, fields: Sequence[str]) -> None:
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown statistics {sorted(unknown)}; known: {sorted(FIELDS)}")
+        self.emotions = tuple(emotions)
+        self.fields = tuple(f for f in FIELDS if f in fields)
+        self.shape = E, L, N = len(self.emotions), n_layers, n_neurons
+        self.n = np.zeros((E, L), np.int64)
+        self.n_positions = np.zeros((E, L), np.float64)
+        self.sums = {f: np.zeros((E, L, N), np.float64) for f in self.fields}
+
+    def add(self, emotion: np.ndarray, n_positions: np.ndarray, layers: slice = slice(None),
+            **values: np.ndarray) -> None:
+        """Add rows of a block: `emotion` index (b,), `n_positions` (b,), each field's values (b, L', N)."""
+        missing = set(self.fields) ^ set(values)
+        if missing:
+            raise ValueError(f"add() needs exactly the fields {self.fields}; got {sorted(values)}")
+        emotion = np.asarray(emotion, np.intp)
+        b, E = len(emotion), len(self.emotions)
+        onehot = np.zeros((E, b), np.float64)
+        onehot[emotion, np.arange(b)] = 1.0
+        weights = {"mean": onehot, "attribution": onehot, "positive": onehot * np.asarray(n_positions, np.float64)}
+        self.n[:, layers] += onehot.sum(1).astype(np.int64)[:, None]
+        self.n_positions[:, layers] += weights["positive"].sum(1)[:, None]
+        for f, x in values.items():
+            flat = x.reshape(b, -1)
+            out = np.empty((E, flat.shape[1]), np.float64)
+            for s in range(0, flat.shape[1], _TILE):
+                np.matmul(weights[f], flat[:, s:s + _TILE].astype(np.float64), out=out[:, s:s + _TILE])
+            self.sums[f][:, layers] += out.reshape(E, *x.shape[1:])
+
+    def merge(self, other: EmotionStats) -> EmotionStats:
+        """Add another accumulator's sums into this one (same emotions, shape and fields); returns self."""
+        if (other.emotions, other.fields, other.shape) != (self.emotions, self.fields, self.shape):
+            raise ValueError("cannot merge statistics of different emotions, fields or shapes")
+        self.n += other.n
+        self.n_positions += other.n_positions
+        for f in self.fields:
+            self.sums[f] += other.sums[f]
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"emotions": list(self.emotions), "fields": list(self.fields), "shape": self.shape, "n": self.n.copy(),
+                "n_positions": self.n_positions.copy(), **{f"sum_{f}": s.copy() for f, s in self.sums.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> EmotionStats:
+        _, L, N = state["shape"]
+        fields = list(state["fields"])
+        stats = cls(state["emotions"], L, N, fields)
+        stats.n[:] = state["n"]
+        stats.n_positions[:] = state["n_positions"]
+        for f in fields:
+            stats.sums[f][:] = state[f"sum_{f}"]
+        return stats
+
+    @property
+    def n_utterances(self) -> np.ndarray:
+        """Utterances per emotion [E]; refuses statistics where layers saw different rows."""
+        if not (self.n == self.n[:, :1]).all():
+            raise RuntimeError("layers were accumulated over different utterances (an interrupted pass?)")
+        return self.n[:, 0]
+
+    def _ratio(self, field: str, denominator: np.ndarray) -> np.ndarray:
+        if field not in self.sums:
+            raise ValueError(f"these statistics lack {field!r} (tracked: {self.fields})")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denominator[..., None] > 0, self.sums[field] / denominator[..., None], np.nan)
+
+    @property
+    def p(self) -> np.ndarray:
+        """P(a > 0) pooled over all positions of e's utterances [E, L, N] (NaN for an emotion without data)."""
+        return self._ratio("positive", self.n_positions)
+
+    @property
+    def mu(self) -> np.ndarray:
+        """Mean over e's utterances of the per-utterance mean activation [E, L, N]."""
+        return self._ratio("mean", self.n.astype(np.float64))
+
+    @property
+    def attribution(self) -> np.ndarray:
+        """Mean over e's utterances of Σ_t a·∂log p(true)/∂a [E, L, N]."""
+        return self._ratio("attribution", self.n.astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Selectors: EmotionStats -> score [E, L, N], higher = more emotion-sensitive, -inf = not for e
+
+Selector = Callable[..., np.ndarray]
+SELECTORS: dict[str, Selector] = {}
+
+
+def _selector(*needs: str) -> Callable[[Selector], Selector]:
+    def register(fn: Selector) -> Selector:
+        fn.needs = needs  # type: ignore[attr-defined]
+        SELECTORS[fn.__name__] = fn
+        return fn
+    return register
+
+
+def _with_data(stats: EmotionStats) -> np.ndarray:
+    """Emotions with at least one identification utterance: the only ones scored or compared against."""
+    return stats.n[:, 0] > 0
+
+
+def _scatter(stats: EmotionStats, valid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Place scores of the emotions with data into [E, L, N]; the rest and NaN become -inf."""
+    score = np.full(stats.shape, -np.inf)
+    score[valid] = np.where(np.isnan(values), -np.inf, values)
+    return score
+
+
+@_selector("positive")
+def lap(stats: EmotionStats) -> np.ndarray:
+    """LAP, activation frequency (Tang et al. 2024, "Language-specific neurons", ACL): score = p_e.
+
+    p_e = Σ_u frac_positive·n_positions / Σ_u n_positions over e's utterances u: P(a > 0) pooled over
+    positions, so long utterances weigh by their length, as in counting activations over all tokens.
+    """
+    return _scatter(stats, np.ones(len(stats.emotions), bool), stats.p)
+
+
+@_selector("positive")
+def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> np.ndarray:
+    """LAPE, activation-probability entropy (Tang et al. 2024): score = −H, low entropy first.
+
+    p̂_e = p_e / Σ_e' p_e',  H = −Σ_e p̂_e log p̂_e (0 log 0 = 0), over the emotions with data.
+    Bar = `quantile` of ALL p values (over e, l, n). Candidates: neurons with max_e p_e > bar.
+    Assignment: `"lape"` — to every e with p_e > bar (LAPE's rule); `"argmax"` — only to argmax_e p_e
+    (Emotion-Neuron's rule). Unassigned, and neurons never active (H undefined), score −inf.
+    """
+    if assign not in ("lape", "argmax"):
+        raise ValueError(f"assign must be 'lape' or 'argmax', not {assign!r}")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must lie in [0, 1], not {quantile}")
+    valid = _with_data(stats)
+    p = stats.p[valid]
+    bar = np.quantile(p, quantile)
+    total = p.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phat = p / total
+        entropy = -np.where(phat > 0, phat * np.log(phat), 0.0).sum(0)
+    candidate = (p.max(0) > bar) & (total > 0)
+    if assign == "lape":
+        assigned = p > bar
+    else:
+        assigned = np.arange(len(p))[:, None, None] == p.argmax(0)
+    return _scatter(stats, valid, np.where(assigned & candidate, -entropy, -np.inf))
+
+
+def _versus_others(stats: EmotionStats, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """μ_e − reduce_{e'≠e} μ_e' over the emotions with data (−inf when no other emotion has data)."""
+    valid = _with_data(stats)
+    mu = stats.mu[valid]
+    if len(mu) < 2:
+        return _scatter(stats, valid, np.full_like(mu, np.nan))
+    return _scatter(stats, valid, np.stack([mu[i] - reduce(np.delete(mu, i, 0), axis=0) for i in range(len(mu))]))
+
+
+@_selector("mean")
+def mad(stats: EmotionStats) -> np.ndarray:
+    """MAD, magnitude / mean deviation (Zhao, Schuller & Sisman 2026): μ_e − mean_{e'≠e} μ_e'.
+
+    μ_e = mean over e's utterances of the per-utterance mean activation over the position group.
+    """
+    return _versus_others(stats, np.mean)
+
+
+@_selector("mean")
+def cas(stats: EmotionStats) -> np.ndarray:
+    """CAS, contrast margin (Zhao, Schuller & Sisman 2026): μ_e − max_{e'≠e} μ_e'.
+
+    Positive only where e activates the neuron more than every other emotion does.
+    """
+    return _versus_others(stats, np.max)
+
+
+@_selector("attribution")
+def attribution(stats: EmotionStats) -> np.ndarray:
+    """Attribution (beyond the paper, which only correlates): mean over e's utterances of the store's
+    `attribution` = Σ_t a·∂log p(true label)/∂a at the answer position — what the decision uses.
+    """
+    return _scatter(stats, np.ones(len(stats.emotions), bool), stats.attribution)
+
+
+def get_selector(name: str) -> Selector:
+    """The registered selector `name`; a ValueError lists the known ones."""
+    try:
+        return SELECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown selector {name!r}; known: {', '.join(SELECTORS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Identification set and the streaming pass
+
+
+@dataclass
+class Identification:
+    """Which store rows a selection uses: per shard, each utterance's emotion index (−1 = unused)."""
+
+    emotions: tuple[str, ...]
+    emotion_index: list[np.ndarray]
+    n_available: np.ndarray
+    n_chosen: np.ndarray
+
+
+def _as_paths(store_path: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(store_path, (str, Path)):
+        return [Path(store_path)]
+    return [Path(p) for p in store_path]
+
+
+def identification(shards: Sequence[xr.Dataset], *, position: str = "audio", split: str | None = "identification",
+                   correct_only: bool = False, per_emotion: int | None = None, seed: int = 0) -> Identification:
+    """The utterance filter, from the store's coordinates only (nothing heavy is read).
+
+    Keeps utterances of `split` (None: all), correct ones if `correct_only`, whose emotion is one of
+    the model's labels and that have positions in `position`; then, if `per_emotion` is set, draws that
+    many per emotion without replacement with `default_rng(seed)` (candidates in utterance-id order, one
+    permutation per emotion, so for a seed the smaller sets nest inside the larger ones). An emotion
+    with fewer keeps them all (see `n_available`). Shards are treated as one store (their union).
+    """
+    emotions = tuple(str(x) for x in shards[0]["label"].values)
+    lookup = {e: i for i, e in enumerate(emotions)}
+    parts = []
+    for ds in shards:
+        positions = [str(x) for x in ds["positions"].values]
+        if position not in positions:
+            raise ValueError(f"position group {position!r} is not in the store (it has {positions})")
+        keep = ds["n_positions"].isel(positions=positions.index(position)).values > 0
+        if split is not None:
+            keep &= ds["split"].values.astype(object) == split
+        if correct_only:
+            keep &= ds["correct"].values == 1
+        idx = np.array([lookup.get(str(e), -1) for e in ds["emotion"].values], np.intp)
+        parts.append(np.where(keep, idx, -1))
+    index = np.concatenate(parts)
+    ids = np.concatenate([ds["utterance"].values.astype(object) for ds in shards])
+    n_available = np.bincount(index[index >= 0], minlength=len(emotions))
+    if per_emotion is not None:
+        if per_emotion < 1:
+            raise ValueError(f"per_emotion must be a positive count or None, not {per_emotion}")
+        rng = np.random.default_rng(seed)
+        chosen = np.full_like(index, -1)
+        for e in range(len(emotions)):
+            candidates = np.flatnonzero(index == e)
+            candidates = candidates[np.argsort(ids[candidates], kind="stable")]
+            take = candidates[rng.permutation(len(candidates))[:per_emotion]]
+            chosen[take] = e
+        index = chosen
+    n_chosen = np.bincount(index[index >= 0], minlength=len(emotions))
+    if not n_chosen.any():
+        raise ValueError(f"no utterances left after filtering (split={split!r}, correct_only={correct_only}, "
+                         f"position={position!r})")
+    bounds = np.cumsum([0] + [ds.sizes["utterance"] for ds in shards])
+    return Identification(emotions, [index[a:b] for a, b in itertools.pairwise(bounds)], n_available, n_chosen)
+
+
+def _slabs(g: zarr.Group, emotion_index: np.ndarray, group: int, variables: Sequence[str]
+           ) -> Iterator[tuple[np.ndarray, int, dict[str, np.ndarray]]]:
+    """(rows, layer, {var: values[rows] (b', N)}) per store block × layer, skipping blocks with no used
+    rows; the next slab is read in a background thread while the caller reduces this one."""
+    layout = store.layout_of(g)
+    jobs = [(layout.block(k), l) for k in range(layout.n_blocks)
+            if (emotion_index[layout.block(k)] >= 0).any() for l in range(layout.n_layers)]
+
+    def read(job: tuple[slice, int]) -> tuple[np.ndarray, int, dict[str, np.ndarray]]:
+        sl, l = job
+        rows = np.flatnonzero(emotion_index[sl] >= 0)
+        values = {}
+        for v in variables:
+            x = g[v][sl, l] if v == "attribution" else g[v][sl, group, l]
+            values[v] = x if len(rows) == len(x) else x[rows]
+        return rows + sl.start, l, values
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, jobs[0]) if jobs else None
+        for nxt in jobs[1:] + [None]:
+            slab = pending.result()
+            pending = pool.submit(read, nxt) if nxt is not None else None
+            yield slab
+
+
+def accumulate(g: zarr.Group, emotion_index: np.ndarray, emotions: Sequence[str], position: str,
+               fields: Sequence[str]) -> EmotionStats:
+    """One streaming pass over one store: per-emotion sums of `fields` over the rows with an emotion.
+
+    Memory is one (block, layer) slab per variable plus the [E, L, N] sums, whatever the store's size.
+    """
+    layout = store.layout_of(g)
+    group = list(layout.groups).index(position)
+    stats = EmotionStats(emotions, layout.n_layers, layout.n_neurons, fields)
+    n_positions = g["n_positions"][:, group]
+    for rows, l, values in _slabs(g, emotion_index, group, [FIELDS[f] for f in stats.fields]):
+        stats.add(emotion_index[rows], n_positions[rows], slice(l, l + 1),
+                  **{f: values[FIELDS[f]][:, None] for f in stats.fields})
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Selections as data
+
+
+def rank_scores(score: np.ndarray) -> np.ndarray:
+    """Rank per emotion over all (layer, neuron): 0 = highest score, ties by flat index; -inf → INELIGIBLE."""
+    E = score.shape[0]
+    flat = score.reshape(E, -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    rank = np.empty(flat.shape, np.int32)
+    np.put_along_axis(rank, order, np.arange(flat.shape[1], dtype=np.int32)[None], axis=1)
+    rank[~(flat > -np.inf)] = INELIGIBLE
+    return rank.reshape(score.shape)
+
+
+def random_order(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A uniformly random rank of the neurons within each (emotion, layer), seeded: the random control."""
+    E, L, N = shape
+    rng = np.random.default_rng([seed, _CONTROL_STREAM])
+    return rng.permuted(np.broadcast_to(np.arange(N, dtype=np.int32), shape), axis=-1)
+
+
+def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position: str = "audio",
+           split: str | None = "identification", correct_only: bool = False, per_emotion: int | None = None,
+           seed: int = 0, **selector_options: Any) -> xr.Dataset:
+    """Score, rank and random control for every emotion from the store (or the union of its shards).
+
+    Returns a Dataset (emotion, layer, neuron): `score` (float32, −inf = ineligible), `rank` (int32,
+    0 = best), `random_order` (int32), `n_utterances` and `n_available` (emotion); attrs record the
+    selector, every parameter and the source store's provenance (`source_*`).
+    """
+    fn = get_selector(selector)
+    paths = _as_paths(store_path)
+    shards = [store.open_store(p) for p in paths]
+    first = dict(shards[0].attrs)
+    for p, ds in zip(paths[1:], shards[1:]):
+        store.check_provenance(dict(ds.attrs), first, f"shard {p}")
+    if "attribution" in fn.needs and any("attribution" not in ds for ds in shards):
+        raise ValueError(f"selector 'attribution' needs the store variable 'attribution', which {paths} lacks: "
+                         "capture the store with attribution enabled")
+    ident = identification(shards, position=position, split=split, correct_only=correct_only,
+                           per_emotion=per_emotion, seed=seed)
+    empty = [e for e, n in zip(ident.emotions, ident.n_chosen) if n == 0]
+    if empty:
+        warnings.warn(f"no identification utterances for {empty}: their scores are -inf", stacklevel=2)
+    stats = None
+    for p, index in zip(paths, ident.emotion_index):
+        part = accumulate(zarr.open_group(p, mode="r", zarr_format=3), index, ident.emotions, position, fn.needs)
+        stats = part if stats is None else stats.merge(part)
+    score = fn(stats, **selector_options)
+    ref = shards[0]
+    coords = {"emotion": np.array(ident.emotions, dtype=object), "layer": ref["layer"].values, "neuron": ref["neuron"].values}
+    dims = ("emotion", "layer", "neuron")
+    params = {"selector": selector, "position": position, "split": split, "correct_only": bool(correct_only),
+              "per_emotion": per_emotion, "seed": int(seed), "selector_options": dict(selector_options),
+              "undersized_emotions": [e for e, n in zip(ident.emotions, ident.n_available)
+                                      if per_emotion is not None and n < per_emotion],
+              "source_stores": [str(p) for p in paths]}
+    return xr.Dataset(
+        {"score": (dims, score.astype(np.float32)),
+         "rank": (dims, rank_scores(score)),
+         "random_order": (dims, random_order(score.shape, seed)),
+         "n_utterances": ("emotion", stats.n_utterances.astype(np.int64)),
+         "n_available": ("emotion", ident.n_available.astype(np.int64))},
+        coords=coords, attrs={**params, **{f"source_{k}": v for k, v in first.items()}})
+
+
+def save_selection(ds: xr.Dataset, path: PathLike) -> None:
+    """Write a selection as Zarr v3 under `<path>.partial`, then move it into place (never half-written)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    ds.to_zarr(partial, mode="w", consolidated=False, zarr_format=3)
+    if path.exists():
+        stale = path.with_name(path.name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(path, stale)
+        os.replace(partial, path)
+        shutil.rmtree(stale)
+    else:
+        os.replace(partial, path)
+
+
+def open_selection(path: PathLike) -> xr.Dataset:
+    """Open a saved selection, loaded into memory (a few MB per emotion at the 7B shape)."""
+    with xr.open_zarr(Path(path), consolidated=False) as ds:
+        return ds.load()
+
+
+# --------------------------------------------------------------------------------------------------
+# Sets for a fraction
+
+
+def n_selected(sel: xr.Dataset, fraction: float) -> int:
+    """k(f) = round(f · L · N): the set size per emotion, a fraction of all neurons."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], not {fraction}")
+    return int(round(fraction * sel.sizes["layer"] * sel.sizes["neuron"]))
+
+
+def selected_mask(sel: xr.Dataset, fraction: float) -> xr.DataArray:
+    """Each emotion's top-k(f) neurons across layers (fewer where fewer are eligible), bool [E, L, N]."""
+    return (sel["rank"] < n_selected(sel, fraction)).rename("selected")
+
+
+def random_mask(sel: xr.Dataset, fraction: float) -> xr.DataArray:
+    """The control: per (emotion, layer), as many neurons as `selected_mask` has there, drawn uniformly."""
+    per_layer = selected_mask(sel, fraction).sum("neuron")
+    return (sel["random_order"] < per_layer).rename("random")
+
+
+# --------------------------------------------------------------------------------------------------
+# Descriptive tables (tidy, for plotting)
+
+
+def _named(sel: xr.Dataset | Mapping[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    return {sel.attrs.get("selector", "selection"): sel} if isinstance(sel, xr.Dataset) else dict(sel)
+
+
+def _jaccard(a: xr.DataArray, b: xr.DataArray) -> float:
+    union = int((a | b).sum())
+    return float(int((a & b).sum()) / union) if union else float("nan")
+
+
+def counts_per_layer(selections: Mapping[str, xr.Dataset], fraction: float) -> pd.DataFrame:
+    """Selected neurons per (selector, emotion, layer): where the emotion-sensitive neurons sit."""
+    frames = [selected_mask(ds, fraction).sum("neuron").rename("count").to_dataframe().reset_index()
+              .assign(selector=name) for name, ds in selections.items()]
+    return pd.concat(frames, ignore_index=True)[["selector", "emotion", "layer", "count"]]
+
+
+def overlap_between_emotions(sel: xr.Dataset | Mapping[str, xr.Dataset], fraction: float) -> pd.DataFrame:
+    """Jaccard of the sets of every ordered pair of emotions (diagonal = 1): how emotion-specific they are."""
+    rows = []
+    for name, ds in _named(sel).items():
+        mask = selected_mask(ds, fraction)
+        for a, b in itertools.product(mask["emotion"].values, repeat=2):
+            rows.append((name, str(a), str(b), _jaccard(mask.sel(emotion=a), mask.sel(emotion=b))))
+    return pd.DataFrame(rows, columns=["selector", "emotion_a", "emotion_b", "jaccard"])
+
+
+def overlap_between_selectors(selections: Mapping[str, xr.Dataset], fraction: float) -> pd.DataFrame:
+    """Jaccard of two selectors' sets per emotion (every ordered pair): do they find the same neurons?"""
+    masks = {name: selected_mask(ds, fraction) for name, ds in selections.items()}
+    emotions = [e for e in next(iter(masks.values()))["emotion"].values
+                if all(e in m["emotion"].values for m in masks.values())]
+    rows = [(str(e), a, b, _jaccard(masks[a].sel(emotion=e), masks[b].sel(emotion=e)))
+            for e in emotions for a, b in itertools.product(masks, repeat=2)]
+    return pd.DataFrame(rows, columns=["emotion", "selector_a", "selector_b", "jaccard"])
+
+
+def stability(selections_by_variant: Mapping[str, xr.Dataset], fraction: float) -> pd.DataFrame:
+    """Jaccard between sets of the same selector from different variants (identification sizes, seeds),
+    for every unordered pair of variants and each emotion: how much the sets depend on the data drawn."""
+    rows = []
+    by_selector: dict[str, dict[str, xr.DataArray]] = {}
+    for variant, ds in selections_by_variant.items():
+        by_selector.setdefault(ds.attrs.get("selector", ""), {})[variant] = selected_mask(ds, fraction)
+    for name, masks in by_selector.items():
+        for a, b in itertools.combinations(masks, 2):
+            for e in masks[a]["emotion"].values:
+                if e in masks[b]["emotion"].values:
+                    rows.append((name, a, b, str(e), _jaccard(masks[a].sel(emotion=e), masks[b].sel(emotion=e))))
+    return pd.DataFrame(rows, columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"])

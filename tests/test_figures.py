@@ -1,0 +1,227 @@
+"""Every figure of esn.figures drawn from small fake tables shaped like the workflow's (PDF + PNG, not blank)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from esn import figures as F
+
+LABELS = ["neutral", "happy", "sad", "angry"]
+SELECTORS = ["lap", "mad"]
+FRACTIONS = [0.01, 0.05, 0.1]
+MAIN = 0.05
+ALPHAS = [0.5, 1.0, 2.0, 4.0]
+ID_SIZES, SEEDS = [10, 30], [0, 1]
+N_LAYERS = 3
+
+
+def _ci(rng: np.random.Generator, est: float, width: float = 0.04) -> tuple[float, float, float]:
+    w = width * (0.5 + rng.random())
+    return est, est - w, est + w
+
+
+def fake_delta(selector: str, seed: int = 0, fractions: list[float] = FRACTIONS, strength: float = 1.0,
+               labels: list[str] = LABELS) -> pd.DataFrame:
+    """Δrecall rows as esn.metrics.summarize writes them: deactivation at each fraction, gain at the main one."""
+    rng = np.random.default_rng(seed + sum(map(ord, selector)))
+    power = {"lap": 0.4, "lape": 0.3, "mad": 0.9, "cas": 0.8, "attribution": 0.7}.get(selector, 0.5) * strength
+    rows = []
+    conditions = [("deactivate", f, 0.0) for f in fractions] + [("gain", MAIN, a) for a in ALPHAS]
+    for mode, fraction, alpha in conditions:
+        for control in ("selected", "random"):
+            for target in labels:
+                deltas = {}
+                for c in labels:
+                    size = min(1.0, fraction / MAIN) ** 0.5
+                    if control == "random":
+                        est = rng.normal(0, 0.01)
+                    elif mode == "deactivate":
+                        est = -power * size if c == target else rng.normal(-0.05, 0.03) * size
+                    else:
+                        est = power * 0.2 * np.log2(1 + alpha) if c == target else -0.05 * np.log2(1 + alpha)
+                    deltas[c] = est
+                    rows.append({"mode": mode, "control": control, "target": target, "fraction": fraction,
+                                 "alpha": alpha, "layer": -1, "class": c, **dict(zip(("delta_recall", "lo", "hi"),
+                                                                                    _ci(rng, est)))})
+                spec = deltas[target] - np.mean([v for c, v in deltas.items() if c != target])
+                rows.append({"mode": mode, "control": control, "target": target, "fraction": fraction,
+                             "alpha": alpha, "layer": -1, "class": "specificity",
+                             **dict(zip(("delta_recall", "lo", "hi"), _ci(rng, spec, 0.06)))})
+    return pd.DataFrame(rows)
+
+
+def fake_conditions(selector: str, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    power = {"lap": 0.4, "mad": 0.9}.get(selector, 0.5)
+    base = {"mode": "none", "control": np.nan, "target": np.nan, "fraction": 0.0, "alpha": 0.0, "layer": -1}
+    rows = [{**base, **dict(zip(("accuracy", "accuracy_lo", "accuracy_hi"), _ci(rng, 0.9))),
+             "target_share": np.nan, "target_share_lo": np.nan, "target_share_hi": np.nan}]
+    for fraction in FRACTIONS:
+        for control in ("selected", "random"):
+            for target in LABELS:
+                for mode, alphas in (("deactivate", [0.0]), ("gain", ALPHAS if fraction == MAIN else [])):
+                    for alpha in alphas:
+                        push = power * np.log2(1 + alpha) / 3 if control == "selected" and mode == "gain" else 0.0
+                        share = min(0.98, 0.25 + push * 0.75)
+                        rows.append({"mode": mode, "control": control, "target": target, "fraction": fraction,
+                                     "alpha": alpha, "layer": -1,
+                                     **dict(zip(("accuracy", "accuracy_lo", "accuracy_hi"), _ci(rng, 0.9 - share + 0.25))),
+                                     **dict(zip(("target_share", "target_share_lo", "target_share_hi"), _ci(rng, share))),
+                                     **dict(zip(("flip_rate", "flip_rate_lo", "flip_rate_hi"), _ci(rng, share - 0.2)))})
+    frame = pd.DataFrame(rows)
+    for label in LABELS:
+        frame[f"recall_{label}"] = rng.uniform(0.6, 1.0, len(frame))
+    for metric in ("uar", "macro_f1"):
+        frame[metric] = frame["accuracy"]
+        frame[f"{metric}_lo"], frame[f"{metric}_hi"] = frame["accuracy_lo"], frame["accuracy_hi"]
+    return frame
+
+
+def fake_knockout() -> pd.DataFrame:
+    rows = [{"mode": "none", "layer": -1, "accuracy": 0.9}] + [
+        {"mode": "knockout", "layer": l, "accuracy": a} for l, a in enumerate([0.3, 0.85, 0.8])]
+    frame = pd.DataFrame(rows)
+    frame["accuracy_lo"], frame["accuracy_hi"] = frame["accuracy"] - 0.04, frame["accuracy"] + 0.04
+    frame["uar"], frame["uar_lo"], frame["uar_hi"] = frame["accuracy"], frame["accuracy_lo"], frame["accuracy_hi"]
+    for i, label in enumerate(LABELS):
+        frame[f"recall_{label}"] = np.clip(frame["accuracy"] + 0.05 * (i - 1.5), 0, 1)
+    return frame
+
+
+def fake_neuron_tables() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    counts = pd.DataFrame([{"selector": s, "emotion": e, "layer": l, "count": int(rng.integers(0, 60))}
+                           for s in SELECTORS for e in LABELS for l in range(N_LAYERS)])
+    emotions = pd.DataFrame([{"selector": s, "emotion_a": a, "emotion_b": b, "jaccard": rng.uniform(0, 0.4)}
+                             for s in SELECTORS for i, a in enumerate(LABELS) for b in LABELS[i + 1:]])
+    selectors = pd.DataFrame([{"emotion": e, "selector_a": a, "selector_b": b, "jaccard": rng.uniform(0.1, 0.7)}
+                              for e in LABELS for i, a in enumerate(SELECTORS) for b in SELECTORS[i + 1:]])
+    variants = ["all"] + [f"n{n}s{s}" for n in ID_SIZES for s in SEEDS]
+    stability = pd.DataFrame([{"selector": s, "variant_a": a, "variant_b": b, "emotion": e,
+                               "jaccard": rng.uniform(0.2, 0.9)}
+                              for s in SELECTORS for i, a in enumerate(variants) for b in variants[i + 1:] for e in LABELS])
+    return {"counts": counts, "emotions": emotions, "selectors": selectors, "stability": stability}
+
+
+def fake_metrics() -> dict:
+    rng = np.random.default_rng(2)
+    confusion = {t: {p: int(20 if t == p else rng.integers(0, 5)) for p in LABELS} for t in LABELS}
+    return {"heldout_accuracy": 0.87, "chance": 0.25, "labels": LABELS,
+            "recall": {l: 0.8 for l in LABELS},
+            "knockout_accuracy": {**{f"layer_{l}": a for l, a in enumerate([0.3, 0.85, 0.8])}, "all": 0.25},
+            "confusion": confusion}
+
+
+def check_outputs(paths: list[Path], min_kb: float = 8) -> None:
+    for path in paths:
+        assert path.exists(), path
+        assert path.stat().st_size > min_kb * 1024, (path, path.stat().st_size)
+    png = next(p for p in paths if p.suffix == ".png")
+    image = mpimg.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    assert float(np.std(image[..., :3])) > 0.05  # not blank
+    assert next(p for p in paths if p.suffix == ".pdf").read_bytes().startswith(b"%PDF")
+
+
+def outputs(tmp_path: Path, name: str) -> list[Path]:
+    return [tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"]
+
+
+@pytest.fixture(scope="module")
+def delta() -> pd.DataFrame:
+    return pd.concat([fake_delta(s).assign(selector=s) for s in SELECTORS], ignore_index=True)
+
+
+def test_delta_recall(tmp_path, delta):
+    out = outputs(tmp_path, "delta_recall")
+    F.plot_delta_recall(delta, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+    check_outputs(out)
+
+
+def test_specificity(tmp_path, delta):
+    out = outputs(tmp_path, "specificity")
+    F.plot_specificity(delta, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+    check_outputs(out)
+
+
+def test_strength(tmp_path):
+    conditions = pd.concat([fake_conditions(s).assign(selector=s) for s in SELECTORS], ignore_index=True)
+    out = outputs(tmp_path, "strength")
+    F.plot_strength(conditions, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+    check_outputs(out)
+
+
+def test_set_size(tmp_path, delta):
+    out = outputs(tmp_path, "set_size")
+    F.plot_set_size(delta, out, selectors=SELECTORS, main_fraction=MAIN, title="organism · synthetic")
+    check_outputs(out)
+
+
+def test_layers(tmp_path):
+    tables = fake_neuron_tables()
+    out = outputs(tmp_path, "layers")
+    F.plot_layers(tables["counts"], fake_knockout(), out, selectors=SELECTORS, fraction=MAIN, title="organism")
+    check_outputs(out)
+    out = outputs(tmp_path, "layers_no_knockout")  # knockout disabled in config
+    F.plot_layers(tables["counts"], None, out, selectors=SELECTORS)
+    check_outputs(out, min_kb=4)
+
+
+def test_overlap(tmp_path):
+    tables = fake_neuron_tables()
+    out = outputs(tmp_path, "overlap")
+    F.plot_overlap(tables["emotions"], tables["selectors"], out, selectors=SELECTORS, fraction=MAIN, title="organism")
+    check_outputs(out)
+
+
+def test_id_size(tmp_path, delta):
+    sweep = pd.concat([fake_delta(s, seed=seed, fractions=[MAIN], strength=min(1.0, n / 30)).assign(
+        selector=s, n=n, seed=seed) for s in SELECTORS for n in ID_SIZES for seed in SEEDS], ignore_index=True)
+    out = outputs(tmp_path, "id_size")
+    F.plot_id_size(sweep, delta, fake_neuron_tables()["stability"], out, fraction=MAIN, selectors=SELECTORS,
+                   title="organism · synthetic")
+    check_outputs(out)
+
+
+@pytest.mark.parametrize("studies", [[("a", "a")], [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]])
+def test_transfer(tmp_path, studies):
+    table = pd.concat([fake_delta(s, seed=k, fractions=[MAIN], strength=1.0 if i == e else 0.4).assign(
+        selector=s, identify=i, evaluate=e) for k, (i, e) in enumerate(studies) for s in SELECTORS], ignore_index=True)
+    out = outputs(tmp_path, "transfer")
+    F.plot_transfer(table, out, fraction=MAIN, selectors=SELECTORS, title="organism")
+    check_outputs(out)
+
+
+def test_confusion(tmp_path):
+    out = outputs(tmp_path, "confusion")
+    F.plot_confusion(fake_metrics(), out, title="organism")
+    check_outputs(out)
+
+
+def test_read_tables_round_trip(tmp_path):
+    """CSV reading keeps empty control/target of the unmodified row as '' and attaches the key columns."""
+    paths = []
+    for s in SELECTORS:
+        paths.append(tmp_path / f"{s}.conditions.csv")
+        fake_conditions(s).to_csv(paths[-1], index=False)
+    table = F.read_tables(paths, [{"selector": s} for s in SELECTORS])
+    assert set(table["selector"]) == set(SELECTORS)
+    out = outputs(tmp_path, "strength_csv")
+    F.plot_strength(table, out, fraction=MAIN, selectors=SELECTORS)
+    check_outputs(out)
+
+
+def test_helpers():
+    assert F.parse_variant("n30s1") == (30, 1)
+    assert F.parse_variant("mad.n100s0") == (100, 0)
+    assert F.parse_variant("all") is None
+    assert len(set(F.EMOTION_COLORS.values())) == len(F.EMOTION_COLORS) == 12
+    from esn.emotions import EMOTIONS
+    assert set(F.EMOTION_COLORS) == set(EMOTIONS)
+    assert len(set(F.SELECTOR_COLORS.values())) == len(F.SELECTOR_COLORS)

@@ -1,0 +1,268 @@
+# Figures: each reads only tables (results/tables/...) and esn/figures.py, so a style change re-runs
+# only these rules. One rule per figure kind; all run workflow/scripts/figure.py, which dispatches on the rule.
+
+# ---------------------------------------------------------------------------------------------------
+# >>> input functions and helpers for figures.smk: to be moved into common.smk by its owner >>>
+
+
+def main_studies():
+    """(model, identification corpus, evaluation corpus) of the main studies (identify == evaluate)."""
+    return sorted({(s["model"], s["identify"], s["evaluate"]) for s in STUDIES if s["identify"] == s["evaluate"]})
+
+
+def sweep_variants():
+    """Identification-size sweep variants (n{N}s{S}), without the full set."""
+    return [v for v in variants() if v != "all"]
+
+
+def organism_models():
+    return [name for name, m in config["models"].items() if m["organism"]]
+
+
+def intervention_table(model, id_corpus, selection, eval_corpus, kind):
+    """kind: conditions | delta_recall (both written by rule metrics)."""
+    return f"results/tables/interventions/{model}/{id_corpus}/{selection}/{eval_corpus}.{kind}.csv"
+
+
+def figure_selector_tables(kind):
+    """Input function: one table per selector of the study in the wildcards (order of SELECTORS)."""
+
+    def tables(wildcards):
+        return [intervention_table(wildcards.model, wildcards.id_corpus, s, wildcards.eval_corpus, kind)
+                for s in SELECTORS]
+
+    return tables
+
+
+def figure_sweep_keys():
+    """(selector, variant) of each identification-size sweep table, in the order of figure_sweep_tables."""
+    return [(s, v) for s in SELECTORS for v in sweep_variants()]
+
+
+def figure_sweep_tables(wildcards):
+    return [intervention_table(wildcards.model, wildcards.id_corpus, f"{s}.{v}", wildcards.eval_corpus, "delta_recall")
+            for s, v in figure_sweep_keys()]
+
+
+def figure_transfer_keys(model):
+    """(identify, evaluate, selector) of each table of the transfer matrix of a model, all its studies."""
+    pairs = sorted({(s["identify"], s["evaluate"]) for s in STUDIES if s["model"] == model})
+    return [(i, e, sel) for i, e in pairs for sel in SELECTORS]
+
+
+def figure_transfer_tables(wildcards):
+    return [intervention_table(wildcards.model, i, sel, e, "delta_recall")
+            for i, e, sel in figure_transfer_keys(wildcards.model)]
+
+
+def figure_knockout_table(wildcards):
+    """The layer-knockout table of the evaluation corpus (none when knockout is switched off)."""
+    if not config["intervention"].get("knockout", True):
+        return []
+    return [f"results/tables/knockout/{wildcards.model}/{wildcards.eval_corpus}.csv"]
+
+
+def neuron_table(name):
+    return lambda wildcards: f"results/tables/neurons/{wildcards.model}/{wildcards.id_corpus}/{name}.csv"
+
+
+def organism_metrics(wildcards):
+    return f"{config['models'][wildcards.model]['path']}/metrics.json"
+
+
+# <<< end of input functions for figures.smk <<<
+# ---------------------------------------------------------------------------------------------------
+
+FIGURE_DIR = "results/figures/{model}/{id_corpus}/{eval_corpus}"
+FIGURE_LOG = "logs/figures/{model}/{id_corpus}/{eval_corpus}"
+FIGURE_CATEGORY = "{model}"
+FIGURE_STUDY = "identify {id_corpus}, evaluate {eval_corpus}"
+
+
+def study_figure_kinds():
+    kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
+    if config["intervention"]["alphas"]:
+        kinds.insert(2, "strength")
+    if sweep_variants():
+        kinds.append("id_size")
+    return kinds
+
+
+FIGURES = (
+    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e in main_studies() for kind in study_figure_kinds()
+     for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
+)
+
+
+rule figure_delta_recall:
+    """Δrecall heatmaps (target × evaluated class) per selector at the main set size, beside the random control."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_selector_tables("delta_recall"),
+    output:
+        pdf=f"{FIGURE_DIR}/delta_recall.pdf",
+        png=report(f"{FIGURE_DIR}/delta_recall.png", caption="../report/delta_recall.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "1 Δrecall heatmaps", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/delta_recall.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_specificity:
+    """Specificity of deactivation per selector and target emotion, selected set vs random control."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_selector_tables("delta_recall"),
+    output:
+        pdf=f"{FIGURE_DIR}/specificity.pdf",
+        png=report(f"{FIGURE_DIR}/specificity.png", caption="../report/specificity.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "2 specificity", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/specificity.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_strength:
+    """Gain sweep: α vs share of predictions equal to the target, and vs accuracy."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_selector_tables("conditions"),
+    output:
+        pdf=f"{FIGURE_DIR}/strength.pdf",
+        png=report(f"{FIGURE_DIR}/strength.png", caption="../report/strength.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "3 gain strength", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+        alphas=config["intervention"]["alphas"],
+    log:
+        f"{FIGURE_LOG}/strength.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_set_size:
+    """Deactivation Δrecall(e,e) and specificity vs set size."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_selector_tables("delta_recall"),
+    output:
+        pdf=f"{FIGURE_DIR}/set_size.pdf",
+        png=report(f"{FIGURE_DIR}/set_size.png", caption="../report/set_size.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "4 set size", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+        fractions=config["intervention"]["fractions"],
+    log:
+        f"{FIGURE_LOG}/set_size.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_layers:
+    """ESN counts per layer per emotion per selector, beside the layer-knockout accuracy."""
+    input:
+        lib=LIB["figures"],
+        counts=neuron_table("counts_per_layer"),
+        knockout=figure_knockout_table,
+    output:
+        pdf=f"{FIGURE_DIR}/layers.pdf",
+        png=report(f"{FIGURE_DIR}/layers.png", caption="../report/layers.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "5 layers", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/layers.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_overlap:
+    """Jaccard overlap of neuron sets between emotions and between selectors."""
+    input:
+        lib=LIB["figures"],
+        emotions=neuron_table("overlap_emotions"),
+        selectors=neuron_table("overlap_selectors"),
+    output:
+        pdf=f"{FIGURE_DIR}/overlap.pdf",
+        png=report(f"{FIGURE_DIR}/overlap.png", caption="../report/overlap.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "6 overlap", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/overlap.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_id_size:
+    """Identification-size sweep: specificity vs utterances per emotion, and set stability."""
+    input:
+        lib=LIB["figures"],
+        sweep=figure_sweep_tables,
+        full=figure_selector_tables("delta_recall"),
+        stability=neuron_table("stability"),
+    output:
+        pdf=f"{FIGURE_DIR}/id_size.pdf",
+        png=report(f"{FIGURE_DIR}/id_size.png", caption="../report/id_size.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "7 identification size", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+        sweep=figure_sweep_keys(),
+        id_sizes=config["selection"]["id_sizes"],
+        id_seeds=config["selection"]["id_seeds"],
+    log:
+        f"{FIGURE_LOG}/id_size.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_transfer:
+    """Cross-corpus transfer matrix of mean specificity, all studies of a model."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_transfer_tables,
+    output:
+        pdf="results/figures/{model}/transfer.pdf",
+        png=report("results/figures/{model}/transfer.png", caption="../report/transfer.rst", category=FIGURE_CATEGORY,
+                   subcategory="across studies", labels={"figure": "8 cross-corpus transfer", "study": "all studies"}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+        studies=lambda wildcards: figure_transfer_keys(wildcards.model),
+    log:
+        "logs/figures/{model}/transfer.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_confusion:
+    """The model organism: held-out confusion matrix and layer-knockout accuracies from its training run."""
+    input:
+        lib=LIB["figures"],
+        metrics=organism_metrics,
+    output:
+        pdf="results/figures/{model}/confusion.pdf",
+        png=report("results/figures/{model}/confusion.png", caption="../report/confusion.rst",
+                   category=FIGURE_CATEGORY, subcategory="model organism",
+                   labels={"figure": "9 organism confusion", "study": "held-out split"}),
+    params:
+        organism=lambda wildcards: config["organism"],
+    log:
+        "logs/figures/{model}/confusion.log",
+    script:
+        "../scripts/figure.py"
