@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from esn import store
 from esn.audio import load_16k_mono
+from esn.batching import split_on_oom
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
 
@@ -81,6 +82,11 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                            probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy())
 
 
+def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
+    return BatchStatistics(*[None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution")])
+
+
 def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
     """Utterances sorted by duration (then id): the store's order, so blocks are length buckets."""
     return manifest.sort_values(["duration_s", "utterance_id"], kind="stable").reset_index(drop=True)
@@ -111,7 +117,7 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
              layout.n_blocks, " (resumed)" if resumed else "")
     label_index = {l: i for i, l in enumerate(adapter.labels)}
     torch_dtype = getattr(torch, dtype)
-    t0, n_done = time.time(), 0
+    t0, n_done, fitted = time.time(), 0, batch_size
     writer = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
@@ -121,10 +127,16 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
             parts: list[BatchStatistics] = []
             for i in range(0, len(rows), batch_size):
                 chunk = rows.iloc[i:i + batch_size]
-                waves = [load_16k_mono(p) for p in chunk["path"]]
-                truth = torch.tensor([label_index.get(e, 0) for e in chunk["emotion"]]) if attribution else None
-                parts.append(batch_statistics(adapter, adapter.build_batch(waves), groups, true_label=truth,
-                                              dtype=torch_dtype))
+                items = list(zip([load_16k_mono(p) for p in chunk["path"]], chunk["emotion"]))
+
+                def run(part: list) -> BatchStatistics:
+                    truth = torch.tensor([label_index.get(e, 0) for _, e in part]) if attribution else None
+                    return batch_statistics(adapter, adapter.build_batch([w for w, _ in part]), groups,
+                                            true_label=truth, dtype=torch_dtype)
+
+                stats, ran = split_on_oom(run, items, _concat)
+                fitted = min(fitted, ran)
+                parts.append(stats)
                 bar.update(len(chunk))
             values = {
                 "mean_activation": np.concatenate([p.mean_activation for p in parts]),
@@ -146,7 +158,9 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     finally:
         bar.close()
         writer.shutdown(wait=True)
+    g.attrs["batch_size_that_fit"] = str(fitted)
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
-            "seconds": round(elapsed, 2), "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2)}
+            "batch_size_that_fit": fitted, "seconds": round(elapsed, 2),
+            "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2)}

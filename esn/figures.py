@@ -403,9 +403,10 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
                 x = gi - 0.4 + slot * (si + 0.5 + offset)
                 color = selector_color(sel)
                 yerr = np.array([[max(est - lo, 0)], [max(hi - est, 0)]]) if np.isfinite([lo, hi]).all() else None
-                ax.errorbar([x], [est], yerr=yerr, fmt="o", color=color, mfc=color if control == "selected" else "white",
-                            mec=color, ms=5.5 if control == "selected" else 4.5, elinewidth=1.3, capsize=2,
-                            alpha=1.0 if control == "selected" else 0.8, zorder=3)
+                chosen = control == "selected"
+                ax.errorbar([x], [est], yerr=yerr, fmt="o", color=color, mec=color, mfc=color if chosen else "white",
+                            ms=5.5 if chosen else 4.5, elinewidth=1.3, capsize=2, alpha=1.0 if chosen else 0.8,
+                            zorder=3)
     ax.axhline(0, color="black", lw=0.8, zorder=1)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([*targets, "mean over\nemotions"])
@@ -555,8 +556,9 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
     layers_list = sorted(layers) or [0]
     n_layers = len(layers_list)
     n_rows = len(sels) + (1 if ko is not None else 0)
-    fig, axes = plt.subplots(max(1, n_rows), 1, figsize=(max(5.5, 2.0 + 0.28 * n_layers * max(1, len(emotions)) ** 0.5
-                                                             * (1 if n_layers > 8 else 2)), 1.0 + 1.75 * max(1, n_rows)),
+    bars = n_layers <= 8  # grouped bars for a few layers (the organism), lines for real models' 28-32
+    width = (1.8 + n_layers * (0.17 * max(1, len(emotions)) + 0.3)) if bars else (1.8 + 0.34 * n_layers)
+    fig, axes = plt.subplots(max(1, n_rows), 1, figsize=(min(13.0, max(5.5, width)), 1.0 + 1.75 * max(1, n_rows)),
                              squeeze=False, sharex=True, layout="constrained")
     axes = axes[:, 0]
     row = 0
@@ -567,10 +569,11 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
         for label in emotions:
             col = f"recall_{label}"
             if col in k:
-                ax.plot(k["layer"], 100 * k[col], color=emotion_color(label), lw=1, marker=".", alpha=0.8)
+                ax.plot(k["layer"], 100 * k[col], color=emotion_color(label), lw=0.9, marker=".", ms=3, alpha=0.7)
         yerr = None
         if {"accuracy_lo", "accuracy_hi"} <= set(k.columns):
-            yerr = 100 * np.clip(np.vstack([k["accuracy"] - k["accuracy_lo"], k["accuracy_hi"] - k["accuracy"]]), 0, None)
+            spread = [k["accuracy"] - k["accuracy_lo"], k["accuracy_hi"] - k["accuracy"]]
+            yerr = 100 * np.clip(np.vstack(spread), 0, None)
         ax.errorbar(k["layer"], 100 * k["accuracy"], yerr=yerr, color="black", lw=2, marker="o", ms=5, capsize=2,
                     zorder=4)
         if not base.empty:
@@ -583,7 +586,6 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
         ax.set_title("layer knockout: accuracy (black) and recall per class", loc="left")
         row = 1
     width = 0.8 / max(1, len(emotions))
-    bars = n_layers <= 8
     for sel in sels:
         ax = axes[row]
         part = counts[counts["selector"] == sel]
@@ -636,16 +638,21 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
     (one panel per emotion, bottom). Lower triangles; the diagonal (1) is left out."""
     em = _norm(emotions)
     se = _norm(selectors_table)
-    sels = _selectors(em, selectors) or [s for s in (selectors or []) if s in set(se["selector_a"]) | set(se["selector_b"])]
+    in_pairs = set(se["selector_a"]) | set(se["selector_b"])
+    sels = _selectors(em, selectors)
     emo = _emotion_order(set(em["emotion_a"]) | set(em["emotion_b"]) | set(se["emotion"]))
-    all_sels = [s for s in (selectors or sorted(set(se["selector_a"]) | set(se["selector_b"])))
-                if s in set(se["selector_a"]) | set(se["selector_b"])]
+    all_sels = [s for s in (selectors or sorted(in_pairs)) if s in in_pairs]
     # cells per side of a lower triangle without its diagonal: emotions (top panels), selectors (bottom panels)
     side_e, side_s = max(len(emo) - 1, 1), max(len(all_sels) - 1, 1)
-    cell = 0.55
-    n_top, n_bottom = max(1, len(sels)), max(1, len(emo))
-    width = max(6.0, n_top * max(1.4, side_e * cell + 1.0), n_bottom * max(1.4, side_s * cell + 1.0)) + 1.3
-    heights = [side_e * cell + 1.6, max(side_s * cell, 1.0) + 1.3]
+    cell = 0.55 if max(side_e, side_s) <= 4 else 0.42
+    max_width = 13.0  # inches of panels per row; more panels wrap onto further rows
+    grids = []
+    for n, side in ((max(1, len(sels)), side_e), (max(1, len(emo)), side_s)):
+        panel = max(1.4, side * cell + 1.0)
+        ncol = min(n, max(1, int(max_width // panel)))
+        grids.append((math.ceil(n / ncol), ncol, panel, max(side * cell, 1.0) + 1.45))
+    width = max(6.0, *(ncol * panel for _, ncol, panel, _ in grids)) + 1.3
+    heights = [nrow * h for nrow, _, _, h in grids]
     fig = plt.figure(figsize=(width, sum(heights) + 0.7), layout="constrained")
     top, bottom = fig.subfigures(2, 1, hspace=0.04, height_ratios=heights)
     kw = {"cmap": SEQUENTIAL, "vmin": 0, "vmax": 1, "annot": True, "fmt": ".2f", "cbar": False, "square": True,
@@ -660,7 +667,7 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=45 if m.shape[1] > 2 else 0)
 
-    ax_top = top.subplots(1, n_top, squeeze=False)[0]
+    ax_top = top.subplots(grids[0][0], grids[0][1], squeeze=False).ravel()
     for k, ax in enumerate(ax_top):
         if k >= len(sels):
             ax.set_visible(False)
@@ -669,7 +676,7 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
         _tint_emotion_ticks(ax)
         ax.set_title(selector_label(sels[k]), color=selector_color(sels[k]))
     top.suptitle("between emotions, per selector", fontsize=10, fontweight="bold")
-    ax_bottom = bottom.subplots(1, n_bottom, squeeze=False)[0]
+    ax_bottom = bottom.subplots(grids[1][0], grids[1][1], squeeze=False).ravel()
     for k, ax in enumerate(ax_bottom):
         if k >= len(emo):
             ax.set_visible(False)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-
+from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from esn.audio import load_16k_mono
+from esn.batching import split_on_oom
 from esn.capture import store_order
 from esn.hooks import scaled
 from esn.models.base import AudioLMAdapter
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class Condition:
     alpha: float = 0.0
     fraction: float = 0.0
     layer: int = -1
+    variant: str = ""      # which identification set chose the neurons ("all", or a subsample "n{N}s{S}")
     neurons: dict[int, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -45,16 +49,43 @@ class Condition:
 
     def describe(self) -> dict[str, object]:
         return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
-                "fraction": self.fraction, "layer": self.layer}
+                "fraction": self.fraction, "layer": self.layer, "variant": self.variant}
 
 
-def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float]) -> list[Condition]:
+def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float],
+                   variant: str = "all") -> list[Condition]:
     """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction)."""
     out = []
     for (target, control, fraction), mask in sorted(masks.items()):
         neurons = {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
-        out.append(Condition("deactivate", target, control, 0.0, fraction, neurons=neurons))
-        out += [Condition("gain", target, control, float(a), fraction, neurons=neurons) for a in alphas]
+        out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, neurons=neurons))
+        out += [Condition("gain", target, control, float(a), fraction, variant=variant, neurons=neurons)
+                for a in alphas]
+    return out
+
+
+def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: list[float], main_fraction: float,
+                         alphas: list[float]) -> list[Condition]:
+    """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
+
+    Full identification set: deactivation at every set size, gain over the α grid at the main size.
+    Each identification-size subsample: deactivation at the main size (the identification-size sweep).
+    Each with its layer-matched random control.
+    """
+    from esn.selectors import random_mask, selected_mask
+
+    out = []
+    targets = [e for e in selection["emotion"].values.tolist() if e in labels]
+    for variant in selection["variant"].values.tolist():
+        sel = selection.sel(variant=variant)
+        for fraction in (fractions if variant == "all" else [main_fraction]):
+            chosen, control = selected_mask(sel, fraction), random_mask(sel, fraction)
+            masks = {}
+            for target in targets:
+                masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
+                masks[(target, "random", fraction)] = control.sel(emotion=target).values
+            gains = alphas if (variant == "all" and np.isclose(fraction, main_fraction)) else []
+            out += set_conditions(masks, gains, variant)
     return out
 
 
@@ -98,9 +129,12 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[C
     conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
     utterances = store_order(manifest)
     frames = []
+    fitted = batch_size
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
-        probs = score_conditions(adapter, [load_16k_mono(p) for p in chunk["path"]], conditions, max_rows=max_rows)
+        probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), conditions, max_rows=max_rows),
+                                  [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
+        fitted = min(fitted, ran)
         for c, p in zip(conditions, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})
@@ -108,6 +142,9 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[C
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
             frames.append(frame)
+    if fitted < batch_size:
+        log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
     table = pd.concat(frames, ignore_index=True)
-    return table.sort_values(["mode", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
+    table.attrs["batch_size_that_fit"] = fitted
+    return table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
                              kind="stable").reset_index(drop=True)

@@ -6,10 +6,12 @@ All statistics come with bootstrap 95 % CIs over utterances. Resamples are share
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-CONDITION_KEYS = ["mode", "control", "target", "fraction", "alpha", "layer"]
+CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer"]
 
 
 def _pivot(table: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
@@ -74,7 +76,9 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             flip[:, k] = (w @ (moved & (pred[:, k] == e))) / np.maximum(w @ moved, 1e-12)
 
     def ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return x[0], np.nanpercentile(x[1:], 2.5, axis=0), np.nanpercentile(x[1:], 97.5, axis=0)
+        with warnings.catch_warnings():  # statistics undefined for a condition (e.g. flip rate of none) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return x[0], np.nanpercentile(x[1:], 2.5, axis=0), np.nanpercentile(x[1:], 97.5, axis=0)
 
     rows = conds.copy()
     for name, stat in {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1), "flip_rate": flip}.items():
@@ -84,6 +88,7 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
     for c, label in enumerate(labels):
         rows[f"recall_{label}"] = recall[0, :, c]
 
+    summary = _mean_over_targets(conds, target_idx, delta, ci)
     long = []
     for k in range(len(conds)):
         e = target_idx[k]
@@ -96,4 +101,34 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             long.append({**conds.iloc[k].to_dict(), "class": labels[c], "delta_recall": est, "lo": lo, "hi": hi})
         est, lo, hi = ci(spec)
         long.append({**conds.iloc[k].to_dict(), "class": "specificity", "delta_recall": est, "lo": lo, "hi": hi})
-    return {"conditions": rows, "delta_recall": pd.DataFrame(long)}
+    return {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary}
+
+
+def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci) -> pd.DataFrame:
+    """Per (mode, variant, control, fraction, alpha): means over target emotions, resampled jointly (paired).
+
+    self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others;
+    specificity_vs_random = mean_e [specificity_selected(e) − specificity_random(e)] (selected rows only).
+    """
+    C = delta.shape[-1]
+    per = {}
+    for k, e in enumerate(target_idx):
+        if e < 0:
+            continue
+        others = [c for c in range(C) if c != e]
+        key = tuple(conds.loc[k, ["mode", "variant", "control", "fraction", "alpha"]])
+        per.setdefault(key, {})[int(e)] = (delta[:, k, e], delta[:, k, others].mean(-1))
+    rows = []
+    for (mode, variant, control, fraction, alpha), by_target in per.items():
+        own = np.mean([v[0] for v in by_target.values()], axis=0)
+        rest = np.mean([v[1] for v in by_target.values()], axis=0)
+        stats = {"self": own, "others": rest, "specificity": own - rest}
+        twin = per.get((mode, variant, "random", fraction, alpha)) if control == "selected" else None
+        if twin is not None and set(twin) == set(by_target):
+            diff = [(v[0] - v[1]) - (twin[e][0] - twin[e][1]) for e, v in by_target.items()]
+            stats["specificity_vs_random"] = np.mean(diff, axis=0)
+        for name, x in stats.items():
+            est, lo, hi = ci(x)
+            rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
+                         "statistic": name, "estimate": est, "lo": lo, "hi": hi, "targets": len(by_target)})
+    return pd.DataFrame(rows)

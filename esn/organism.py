@@ -187,8 +187,8 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 50 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "loss": round(float(loss), 4), "elapsed_s": round(time.time() - t0, 1)})
-            log.info("step %d loss %.4f (%.0f s)", step, float(loss), time.time() - t0)
+            history.append({"step": step, "loss": round(loss.item(), 4), "elapsed_s": round(time.time() - t0, 1)})
+            log.info("step %d loss %.4f (%.0f s)", step, loss.item(), time.time() - t0)
     model.eval()
     train_s = time.time() - t0
 

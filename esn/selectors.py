@@ -14,8 +14,10 @@ uniformly, excluding nothing else"), as the first neurons of a per-(emotion, lay
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,7 +40,7 @@ FIELDS = {"mean": "mean_activation", "positive": "frac_positive", "attribution":
 #: Second entropy word of the random control's generator, so it never shares a stream with the subsample.
 _CONTROL_STREAM = 0x5EED
 #: Columns per matmul tile: the float16 → float64 copy stays in cache, and OpenBLAS stays single-threaded
-#: (at ≥ 2048 columns its threads thrashed, 3–15× slower, on a busy 2-core box; see NOTES in the report).
+#: (at ≥ 2048 columns of 4 emotions × 256 rows its two threads thrashed, 3–15× slower, on a busy 2-core box).
 _TILE = 512
 
 PathLike = str | Path
@@ -72,8 +74,7 @@ class EmotionStats:
     def add(self, emotion: np.ndarray, n_positions: np.ndarray, layers: slice = slice(None),
             **values: np.ndarray) -> None:
         """Add rows of a block: `emotion` index (b,), `n_positions` (b,), each field's values (b, L', N)."""
-        missing = set(self.fields) ^ set(values)
-        if missing:
+        if set(self.fields) != set(values):
             raise ValueError(f"add() needs exactly the fields {self.fields}; got {sorted(values)}")
         emotion = np.asarray(emotion, np.intp)
         b, E = len(emotion), len(self.emotions)
@@ -100,6 +101,7 @@ class EmotionStats:
         return self
 
     def state_dict(self) -> dict[str, Any]:
+        """Plain numpy arrays and lists: saveable with np.savez or torch.save, restored by from_state_dict."""
         return {"emotions": list(self.emotions), "fields": list(self.fields), "shape": self.shape, "n": self.n.copy(),
                 "n_positions": self.n_positions.copy(), **{f"sum_{f}": s.copy() for f, s in self.sums.items()}}
 
@@ -285,6 +287,8 @@ def identification(shards: Sequence[xr.Dataset], *, position: str = "audio", spl
     lookup = {e: i for i, e in enumerate(emotions)}
     parts = []
     for ds in shards:
+        if tuple(str(x) for x in ds["label"].values) != emotions:
+            raise store.ProvenanceError(f"shards disagree on the model's labels: {emotions} vs {ds['label'].values}")
         positions = [str(x) for x in ds["positions"].values]
         if position not in positions:
             raise ValueError(f"position group {position!r} is not in the store (it has {positions})")
@@ -375,9 +379,8 @@ def rank_scores(score: np.ndarray) -> np.ndarray:
 
 def random_order(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     """A uniformly random rank of the neurons within each (emotion, layer), seeded: the random control."""
-    E, L, N = shape
     rng = np.random.default_rng([seed, _CONTROL_STREAM])
-    return rng.permuted(np.broadcast_to(np.arange(N, dtype=np.int32), shape), axis=-1)
+    return rng.permuted(np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape), axis=-1)
 
 
 def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position: str = "audio",
@@ -390,6 +393,12 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
     selector, every parameter and the source store's provenance (`source_*`).
     """
     fn = get_selector(selector)
+    try:  # check the options before the long pass, and record the defaults too
+        bound = inspect.signature(fn).bind(None, **selector_options)
+    except TypeError as err:
+        raise TypeError(f"selector {selector!r}: {err}") from None
+    bound.apply_defaults()
+    options = dict(list(bound.arguments.items())[1:])
     paths = _as_paths(store_path)
     shards = [store.open_store(p) for p in paths]
     first = dict(shards[0].attrs)
@@ -407,12 +416,14 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
     for p, index in zip(paths, ident.emotion_index):
         part = accumulate(zarr.open_group(p, mode="r", zarr_format=3), index, ident.emotions, position, fn.needs)
         stats = part if stats is None else stats.merge(part)
-    score = fn(stats, **selector_options)
+    score = fn(stats, **options)
     ref = shards[0]
-    coords = {"emotion": np.array(ident.emotions, dtype=object), "layer": ref["layer"].values, "neuron": ref["neuron"].values}
+    coords = {"emotion": np.array(ident.emotions, dtype=object), "layer": ref["layer"].values,
+              "neuron": ref["neuron"].values}
     dims = ("emotion", "layer", "neuron")
     params = {"selector": selector, "position": position, "split": split, "correct_only": bool(correct_only),
-              "per_emotion": per_emotion, "seed": int(seed), "selector_options": dict(selector_options),
+              "per_emotion": None if per_emotion is None else int(per_emotion), "seed": int(seed),
+              "selector_options": options,
               "undersized_emotions": [e for e, n in zip(ident.emotions, ident.n_available)
                                       if per_emotion is not None and n < per_emotion],
               "source_stores": [str(p) for p in paths]}
@@ -423,6 +434,33 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
          "n_utterances": ("emotion", stats.n_utterances.astype(np.int64)),
          "n_available": ("emotion", ident.n_available.astype(np.int64))},
         coords=coords, attrs={**params, **{f"source_{k}": v for k, v in first.items()}})
+
+
+def parse_variant(variant: str) -> tuple[int | None, int | None]:
+    """'all' -> (None, None); 'n{N}s{S}' -> (N utterances per emotion, seed S)."""
+    if variant == "all":
+        return None, None
+    m = re.fullmatch(r"n(\d+)s(\d+)", variant)
+    if not m:
+        raise ValueError(f"selection variant {variant!r} is neither 'all' nor 'n<size>s<seed>'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, variants: Sequence[str], *,
+                    seed: int = 0, **kwargs: Any) -> xr.Dataset:
+    """`select` for the full identification set ('all') and each identification-size subsample, stacked
+    along a `variant` dimension: one file per selector, no new model run for the sweep."""
+    parts = []
+    for v in variants:
+        per_emotion, s = parse_variant(v)
+        ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s, **kwargs)
+        parts.append(ds.expand_dims(variant=[v]).assign(
+            per_emotion=("variant", [-1 if per_emotion is None else per_emotion]),
+            subsample_seed=("variant", [seed if s is None else s])))
+    out = xr.concat(parts, dim="variant", combine_attrs="drop_conflicts")
+    out.attrs.pop("per_emotion", None)
+    out.attrs["variants"] = list(variants)
+    return out
 
 
 def save_selection(ds: xr.Dataset, path: PathLike) -> None:

@@ -170,3 +170,25 @@ def test_sigkill_then_resume_gives_identical_store(tiny_corpus, tiny_manifest, t
     for v in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution", "correct"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     assert list(a["predicted"].values) == list(b["predicted"].values)
+
+
+def test_cuda_out_of_memory_splits_the_batch_and_records_what_fit(tiny_adapter, tiny_manifest, tmp_path, monkeypatch,
+                                                                   caplog):
+    """A fake OOM (raised for batches over 2 clips, as CUDA would) costs a split and a retry, not the job."""
+    import esn.capture as cap
+
+    reference = capture(tiny_adapter, tiny_manifest, tmp_path / "ref.zarr", groups=GROUPS, batch_size=5, block_size=8)
+    real = cap.batch_statistics
+
+    def tight_memory(adapter, batch, *a, **k):
+        if batch.size > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(adapter, batch, *a, **k)
+
+    monkeypatch.setattr(cap, "batch_statistics", tight_memory)
+    summary = capture(tiny_adapter, tiny_manifest, tmp_path / "oom.zarr", groups=GROUPS, batch_size=5, block_size=8)
+    assert summary["batch_size_that_fit"] == 2 and reference["batch_size_that_fit"] == 5
+    assert "out of memory" in caplog.text
+    a, b = store.open_store(tmp_path / "ref.zarr"), store.open_store(tmp_path / "oom.zarr")
+    assert b.attrs["batch_size_that_fit"] == "2"
+    np.testing.assert_allclose(a["mean_activation"].values, b["mean_activation"].values, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -58,7 +57,7 @@ def fake_delta(selector: str, seed: int = 0, fractions: list[float] = FRACTIONS,
 
 def fake_conditions(selector: str, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    power = {"lap": 0.4, "mad": 0.9}.get(selector, 0.5)
+    power = {"lap": 0.4, "lape": 0.3, "mad": 0.9, "cas": 0.8, "attribution": 0.7}.get(selector, 0.5)
     base = {"mode": "none", "control": np.nan, "target": np.nan, "fraction": 0.0, "alpha": 0.0, "layer": -1}
     rows = [{**base, **dict(zip(("accuracy", "accuracy_lo", "accuracy_hi"), _ci(rng, 0.9))),
              "target_share": np.nan, "target_share_lo": np.nan, "target_share_hi": np.nan}]
@@ -69,11 +68,12 @@ def fake_conditions(selector: str, seed: int = 0) -> pd.DataFrame:
                     for alpha in alphas:
                         push = power * np.log2(1 + alpha) / 3 if control == "selected" and mode == "gain" else 0.0
                         share = min(0.98, 0.25 + push * 0.75)
-                        rows.append({"mode": mode, "control": control, "target": target, "fraction": fraction,
-                                     "alpha": alpha, "layer": -1,
-                                     **dict(zip(("accuracy", "accuracy_lo", "accuracy_hi"), _ci(rng, 0.9 - share + 0.25))),
-                                     **dict(zip(("target_share", "target_share_lo", "target_share_hi"), _ci(rng, share))),
-                                     **dict(zip(("flip_rate", "flip_rate_lo", "flip_rate_hi"), _ci(rng, share - 0.2)))})
+                        row = {"mode": mode, "control": control, "target": target, "fraction": fraction,
+                               "alpha": alpha, "layer": -1}
+                        for metric, value in (("accuracy", 0.9 - share + 0.25), ("target_share", share),
+                                              ("flip_rate", share - 0.2)):
+                            row.update(zip((metric, f"{metric}_lo", f"{metric}_hi"), _ci(rng, value)))
+                        rows.append(row)
     frame = pd.DataFrame(rows)
     for label in LABELS:
         frame[f"recall_{label}"] = rng.uniform(0.6, 1.0, len(frame))
@@ -105,7 +105,8 @@ def fake_neuron_tables() -> dict[str, pd.DataFrame]:
     variants = ["all"] + [f"n{n}s{s}" for n in ID_SIZES for s in SEEDS]
     stability = pd.DataFrame([{"selector": s, "variant_a": a, "variant_b": b, "emotion": e,
                                "jaccard": rng.uniform(0.2, 0.9)}
-                              for s in SELECTORS for i, a in enumerate(variants) for b in variants[i + 1:] for e in LABELS])
+                              for s in SELECTORS for i, a in enumerate(variants) for b in variants[i + 1:]
+                              for e in LABELS])
     return {"counts": counts, "emotions": emotions, "selectors": selectors, "stability": stability}
 
 
@@ -127,6 +128,11 @@ def check_outputs(paths: list[Path], min_kb: float = 8) -> None:
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
     assert float(np.std(image[..., :3])) > 0.05  # not blank
     assert next(p for p in paths if p.suffix == ".pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.fixture(autouse=True)
+def _low_dpi(monkeypatch):
+    monkeypatch.setattr(F, "DPI", 110)  # speed; the workflow writes 200 dpi
 
 
 def outputs(tmp_path: Path, name: str) -> list[Path]:
@@ -211,10 +217,11 @@ def test_read_tables_round_trip(tmp_path):
         paths.append(tmp_path / f"{s}.conditions.csv")
         fake_conditions(s).to_csv(paths[-1], index=False)
     table = F.read_tables(paths, [{"selector": s} for s in SELECTORS])
-    assert set(table["selector"]) == set(SELECTORS)
-    out = outputs(tmp_path, "strength_csv")
-    F.plot_strength(table, out, fraction=MAIN, selectors=SELECTORS)
-    check_outputs(out)
+    assert list(table["selector"].unique()) == SELECTORS
+    none = table[table["mode"] == "none"]
+    assert len(none) == len(SELECTORS) and none["control"].isna().all()  # '' in the CSV
+    normed = F._norm(table)
+    assert (normed.loc[normed["mode"] == "none", ["control", "target"]] == "").all().all()
 
 
 def test_helpers():
@@ -225,3 +232,54 @@ def test_helpers():
     from esn.emotions import EMOTIONS
     assert set(F.EMOTION_COLORS) == set(EMOTIONS)
     assert len(set(F.SELECTOR_COLORS.values())) == len(F.SELECTOR_COLORS)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the rules: one per plot function, each with a caption that renders (Jinja as `snakemake --report` does)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def figure_rules() -> dict[str, str]:
+    """rule kind -> caption file name, parsed from workflow/rules/figures.smk."""
+    import re
+
+    text = (ROOT / "workflow/rules/figures.smk").read_text()
+    rules = re.findall(r"^rule figure_(\w+):", text, flags=re.M)
+    captions = dict(zip(rules, re.findall(r'caption="\.\./report/(\w+)\.rst"', text)))
+    assert len(captions) == len(rules) == 9, (rules, captions)
+    return captions
+
+
+def test_every_rule_has_plot_function_and_caption():
+    script = (ROOT / "workflow/scripts/figure.py").read_text()
+    for kind, caption in figure_rules().items():
+        assert caption == kind
+        assert callable(getattr(F, f"plot_{kind}")), kind
+        assert f'kind == "{kind}"' in script, kind
+        assert (ROOT / "workflow/report" / f"{kind}.rst").is_file(), kind
+
+
+def test_captions_render():
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    config = {"metrics": {"bootstrap": 1000}, "organism": {"corpus": "synthetic"},
+              "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
+                          {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
+    params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,
+                             id_seeds=SEEDS, organism={"steps": 900, "layers": 3, "mlp": 1024, "knockout_weight": 0.5})
+    wildcards = SimpleNamespace(model="organism", id_corpus="synthetic", eval_corpus="synthetic")
+    snakemake = SimpleNamespace(config=config, params=params, input=SimpleNamespace(metrics="m/metrics.json"),
+                                wildcards=wildcards)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    for kind in figure_rules():
+        text = env.from_string((ROOT / "workflow/report" / f"{kind}.rst").read_text()).render(snakemake=snakemake)
+        assert "{{" not in text and "{%" not in text
+        # warnings are errors
+        html = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+        assert "organism" in html and len(html) > 300, kind
+    caption = (ROOT / "workflow/report/delta_recall.rst").read_text()
+    assert "5 %" in env.from_string(caption).render(snakemake=snakemake)  # the set size as a percentage

@@ -59,3 +59,22 @@ def test_evaluate_table_is_tidy_and_complete(tiny_adapter, tiny_manifest):
     probs = table[[f"p_{l}" for l in tiny_adapter.labels]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     assert (table["predicted"].to_numpy() == np.array(tiny_adapter.labels)[probs.argmax(1)]).all()
+
+
+def test_cuda_out_of_memory_in_interventions_is_split_not_fatal(tiny_adapter, tiny_manifest, monkeypatch):
+    import esn.interventions as iv
+
+    conditions = _conditions(tiny_adapter, np.random.default_rng(2))
+    reference = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
+    real = iv.score_conditions
+
+    def tight_memory(adapter, waves, *a, **k):
+        if len(waves) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(adapter, waves, *a, **k)
+
+    monkeypatch.setattr(iv, "score_conditions", tight_memory)
+    table = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
+    assert table.attrs["batch_size_that_fit"] == 3
+    assert (table["predicted"] == reference["predicted"]).all()
+    np.testing.assert_allclose(table["p_happy"], reference["p_happy"], atol=1e-5)

@@ -18,7 +18,7 @@ def _table():
         for i, (u, y) in enumerate(zip(["u1", "u2", "u3", "u4"], "aabb")):
             rows.append({"utterance_id": u, "emotion": y, "mode": mode, "target": target,
                          "control": "" if mode == "none" else "selected", "fraction": 0.0 if mode == "none" else 0.1,
-                         "alpha": 2.0 if mode == "gain" else 0.0, "layer": -1, "predicted": p[i],
+                         "alpha": 2.0 if mode == "gain" else 0.0, "layer": -1, "variant": "" if mode == "none" else "all", "predicted": p[i],
                          "p_a": float(p[i] == "a"), "p_b": float(p[i] == "b")})
     return pd.DataFrame(rows)
 
@@ -45,3 +45,16 @@ def test_incomplete_table_is_refused():
     t = _table()
     with pytest.raises(ValueError, match="not complete"):
         summarize(t.iloc[1:], LABELS, n_boot=10)
+
+
+def test_mean_over_targets_pairs_selected_with_random():
+    t = _table()
+    rand = t[t["mode"] == "deactivate"].assign(control="random", predicted=["a", "a", "b", "b"], p_a=[1., 1, 0, 0],
+                                               p_b=[0., 0, 1, 1])
+    out = summarize(pd.concat([t, rand]), LABELS, n_boot=200, seed=0)["summary"]
+    sel = out[(out["mode"] == "deactivate") & (out["control"] == "selected")].set_index("statistic")
+    assert sel.loc["self", "estimate"] == -0.5 and sel.loc["others", "estimate"] == 0.0
+    assert sel.loc["specificity", "estimate"] == -0.5
+    assert sel.loc["specificity_vs_random", "estimate"] == -0.5  # the random set changed nothing
+    r = out[(out["mode"] == "deactivate") & (out["control"] == "random")].set_index("statistic")
+    assert r.loc["specificity", "estimate"] == 0.0 and "specificity_vs_random" not in r.index

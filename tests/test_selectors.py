@@ -124,14 +124,17 @@ def test_lape_bar_entropy_and_assignment(hand: Path) -> None:
     argmax = lape.copy()
     argmax[2, 0, 2] = NEG
     np.testing.assert_allclose(scores(hand, "lape", quantile=0.75, assign="argmax"), argmax, rtol=1e-6)
-    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1; nothing exceeds 1, so nothing is eligible
-    assert np.isneginf(scores(hand, "lape")).all()
+    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1; nothing exceeds 1 (strictly), so nothing is eligible
+    assert np.isneginf(scores(hand, "lape")).all() and np.isneginf(scores(hand, "lape", assign="argmax")).all()
     # ranks: sad's (1,2) (−H = 0) first, then (0,2); the rest can never be selected
     rank = S.select(hand, "lape", quantile=0.75)["rank"].values
     assert rank[2, 1, 2] == 0 and rank[2, 0, 2] == 1
     assert (np.delete(rank[2].ravel(), [2, 5]) == S.INELIGIBLE).all()
     with pytest.raises(ValueError, match="assign"):
         S.select(hand, "lape", assign="max")
+    with pytest.raises(TypeError, match="lape.*bar"):
+        S.select(hand, "lape", bar=0.5)
+    assert S.select(hand, "lape").attrs["selector_options"] == {"quantile": 0.95, "assign": "lape"}
 
 
 # μ over the identification utterances: neutral = (u0 + u1)/2, happy = (u2 + u3)/2, sad = u4
@@ -176,7 +179,9 @@ def test_attribution(hand: Path, tmp_path: Path) -> None:
                        np.ones((2, 1)), LABELS)
     with pytest.raises(ValueError, match="needs the store variable 'attribution'"):
         S.select(bare, "attribution")
-    assert S.select(bare, "mad")["score"].shape == (3, 1, 2)  # neutral has no data: all −inf
+    with pytest.warns(UserWarning, match="neutral"):
+        sel = S.select(bare, "mad")  # neutral has no data: all −inf; sad and happy compare with each other
+    np.testing.assert_array_equal(sel["score"].values, [[[NEG, NEG]], [[0, 0]], [[0, 0]]])
 
 
 def test_unknown_selector_lists_known(hand: Path) -> None:
@@ -278,6 +283,25 @@ def test_streaming_equals_in_memory(random_store) -> None:
     mu = np.stack([mean[use & (df["emotion"] == e).to_numpy()].mean(0) for e in labels])
     cas = np.stack([mu[i] - np.delete(mu, i, 0).max(0) for i in range(4)])
     np.testing.assert_allclose(sel["score"].values, cas.astype(np.float32))
+
+
+def test_add_spans_tiles() -> None:
+    """Rows added in several calls and layer slabs, over more columns than one matmul tile, equal numpy sums."""
+    rng = np.random.default_rng(0)
+    b, L, N = 12, 2, S._TILE + 37
+    emotion, npos = rng.integers(0, 3, b), rng.integers(1, 9, b)
+    mean, frac = rng.normal(size=(b, L, N)).astype(np.float16), rng.random((b, L, N)).astype(np.float16)
+    stats = S.EmotionStats(LABELS, L, N, ["mean", "positive"])
+    for rows in (slice(0, 5), slice(5, b)):
+        for layer in (slice(0, 1), slice(1, 2)):
+            stats.add(emotion[rows], npos[rows], layer, mean=mean[rows, layer], positive=frac[rows, layer])
+    for e in range(3):
+        m = emotion == e
+        np.testing.assert_allclose(stats.mu[e], mean[m].astype(np.float64).mean(0), rtol=1e-12)
+        np.testing.assert_allclose(stats.p[e], (frac[m] * npos[m, None, None].astype(np.float64)).sum(0)
+                                   / npos[m].sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="fields"):
+        stats.add(emotion, npos, mean=mean)
 
 
 def test_merge_state_dict_and_shards(random_store, tmp_path: Path) -> None:

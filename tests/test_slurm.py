@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 pytestmark = pytest.mark.slurm
@@ -45,7 +48,7 @@ TEST_OVERLAY = REPO / "tests" / "slurm" / "test-profile"
 GPU_BOX_PROFILE = REPO / "profiles" / "gpu-box"
 # The real profile plus the test cluster's overlay, in that order (later wins per top-level key).
 SLURM_TEST_PROFILES = (SLURM_PROFILE, TEST_OVERLAY)
-GPU_RULES = {"capture", "intervene", "train_organism"}
+MODEL_RULES = {"capture", "intervene", "knockout"}
 
 # The bin dir of the interpreter running pytest: its snakemake, and (on PATH) the python that
 # SLURM jobs use, which must be able to import snakemake-executor-plugin-slurm(-jobstep).
@@ -375,15 +378,15 @@ def _profile(path: Path) -> dict:
     return yaml.safe_load((path / "config.yaml").read_text())
 
 
-def test_gpu_rules_agree_across_profiles():
-    """The GPU rule names are listed in three profiles; keep them identical."""
+def test_model_rules_agree_across_profiles():
+    """The model rules' resources are listed in the SLURM profile and its test overlay; keep them identical.
+    GPUs come from the model's config entry, never from a profile (the organism must not queue for one)."""
     slurm, overlay, gpu_box = (_profile(p) for p in (SLURM_PROFILE, TEST_OVERLAY, GPU_BOX_PROFILE))
-    assert set(slurm["set-resources"]) == GPU_RULES
-    assert set(overlay["set-resources"]) == GPU_RULES
-    assert set(gpu_box["set-resources"]) == GPU_RULES
-    assert all(r["gpu"] == 1 for r in slurm["set-resources"].values())
-    assert all(r["gpu"] == 0 for r in overlay["set-resources"].values())
-    assert all(r == {"gpu": 1} for r in gpu_box["set-resources"].values())
+    assert set(slurm["set-resources"]) == MODEL_RULES
+    assert set(overlay["set-resources"]) == MODEL_RULES
+    assert "set-resources" not in gpu_box and gpu_box["resources"] == {"gpu": 1}
+    for profile in (slurm, overlay):
+        assert not any("gpu" in r or "gres" in r for r in profile["set-resources"].values())
     # The overlay changes nothing but these keys; everything else comes from profiles/slurm.
     assert set(overlay) <= {
         "slurm-init-seconds-before-status-checks", "seconds-between-status-checks",
@@ -391,7 +394,7 @@ def test_gpu_rules_agree_across_profiles():
     }
     # Within the two replaced maps, the overlay keeps the real profile's keys (minus the account).
     assert set(overlay["default-resources"]) == set(slurm["default-resources"]) - {"slurm_account"}
-    for rule in GPU_RULES:
+    for rule in MODEL_RULES:
         assert set(overlay["set-resources"][rule]) == set(slurm["set-resources"][rule])
 
 
@@ -408,7 +411,6 @@ def test_profile_overlay_merges_per_top_level_key(tmp_path):
             "init": a.slurm_init_seconds_before_status_checks,
             "default_resources": sorted(a.default_resources),
             "capture": sorted(a.set_resources["capture"]),
-            "capture_gpu": a.set_resources["capture"]["gpu"].value,
         }}))
         """
     )
@@ -419,8 +421,50 @@ def test_profile_overlay_merges_per_top_level_key(tmp_path):
     # From profiles/slurm (keys absent in the overlay pass through):
     assert got["executor"] == "slurm" and got["jobs"] == 50 and got["rerun_incomplete"] is True
     # From the overlay:
-    assert got["retries"] == 0 and got["init"] == 1 and got["capture_gpu"] == 0
+    assert got["retries"] == 0 and got["init"] == 1
     # default-resources replaced whole: the real profile's slurm_account is gone.
     assert "slurm_account" not in got["default_resources"]
     assert "slurm_partition" in got["default_resources"]
-    assert got["capture"] == ["cpus_per_task", "gpu", "mem_mb", "runtime"]
+    assert got["capture"] == ["cpus_per_task", "mem_mb", "runtime"]
+
+
+# ---------------------------------------------------------------------------- the real workflow
+
+REAL_TARGETS = [
+    "results/tables/interventions/organism/synthetic/mad/synthetic.summary.csv",
+    "results/tables/interventions/organism/synthetic/attribution/synthetic.summary.csv",
+    "results/tables/knockout/organism/synthetic.csv",
+]
+
+
+def test_reduced_default_workflow_runs_under_slurm_like_locally(slurm_cluster, tmp_path):
+    """The repository's own workflow (reduced config) through --profile profiles/slurm: every job is a
+    SLURM job that accounting saw complete, and the results equal a plain local run's."""
+    config = REPO / "tests" / "configs" / "reduced.yaml"
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    for d in (local, cluster):
+        d.mkdir()
+    t0 = time.monotonic()
+    _check(run_workflow(local, REPO / "Snakefile", config, REAL_TARGETS), "local run")
+    t_local = time.monotonic() - t0
+    t0 = time.monotonic()
+    proc = run_workflow(cluster, REPO / "Snakefile", config, REAL_TARGETS, profile=SLURM_TEST_PROFILES,
+                        extra_args=["--workflow-profile", "none"])
+    _check(proc, "SLURM run")
+    t_slurm = time.monotonic() - t0
+    job_ids = sorted(set(re.findall(r"has been submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)))
+    assert len(job_ids) >= 8, proc.stderr[-3000:]  # prepare, train, capture, merge, 2 select, 2 intervene, ...
+    states = _sacct_states(job_ids)
+    assert set(states.values()) == {"COMPLETED"}, states
+    print(f"[slurm] real workflow: {len(job_ids)} SLURM jobs, {t_slurm:.0f} s (local {t_local:.0f} s)")
+    for name in ("resources/corpora/synthetic/manifest.parquet", *REAL_TARGETS,
+                 "results/interventions/organism/synthetic/mad/synthetic.parquet"):
+        a, b = local / name, cluster / name
+        if name.endswith(".parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b))
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+    for sel in ("mad", "attribution"):
+        ra = xr.open_zarr(local / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)["rank"].values
+        rb = xr.open_zarr(cluster / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)["rank"].values
+        assert (ra == rb).all()

@@ -58,3 +58,24 @@ def test_default_config_plans(tmp_path):
     for rule in ("prepare_corpus", "train_organism", "capture", "merge_shards", "select", "intervene", "knockout",
                  "metrics"):
         assert rule in proc.stdout
+
+
+def test_paper_config_plans_the_whole_study(tmp_path):
+    """config/paper.yaml with its corpus paths pointed at fixture folders in each native layout."""
+    from fixtures import corpora as fx
+
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    makers = {"iemocap": fx.make_iemocap, "meld": fx.make_meld, "msp_podcast": fx.make_msp_podcast,
+              "ravdess": fx.make_ravdess, "cremad": fx.make_cremad}
+    for name, corpus in cfg["corpora"].items():
+        corpus["path"] = str(makers[corpus["reader"]](tmp_path / "data" / name).root)
+    proc = snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)), "--directory", str(tmp_path / "work"),
+                     "-s", str(ROOT / "Snakefile"), check=True)
+    stats = proc.stdout.split("Job stats:")[1]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:] if len(line.split()) == 2
+              and line.split()[1].isdigit()}
+    identified = {(s["model"], s["identify"]) for s in cfg["studies"]}  # only identification corpora are captured
+    assert counts["capture"] == len(identified) * cfg["capture"]["shards"]
+    assert counts["merge_shards"] == counts["select"] // len(cfg["selection"]["selectors"]) == len(identified)
+    assert counts["intervene"] == len(cfg["studies"]) * len(cfg["selection"]["selectors"])
+    assert counts["prepare_corpus"] == len(cfg["corpora"]) and "train_organism" not in counts

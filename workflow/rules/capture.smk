@@ -16,6 +16,8 @@ rule capture:
         gpu=model_gpu,
     log:
         "logs/capture/{model}/{corpus}/{shard}-of-{n}.log",
+    conda:
+        model_env
     script:
         "../scripts/capture.py"
 
@@ -23,11 +25,13 @@ rule capture:
 rule merge_shards:
     """The shards of a corpus as one store (one logical Dataset for the selectors)."""
     input:
-        lib="esn/store.py",
+        lib=LIB["capture"],
         shards=shard_stores,
     output:
         directory("results/activations/{model}/{corpus}.zarr"),
     log:
         "logs/merge_shards/{model}/{corpus}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/merge_shards.py"

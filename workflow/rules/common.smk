@@ -1,7 +1,6 @@
 # Config validation and every input function of the workflow.
-import json
+import os
 import re
-from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -27,20 +26,29 @@ def _check_config():
 
 _check_config()
 
+# Jobs import the repository's own `esn` (also inside per-rule conda envs and on SLURM nodes).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+
+
+def model_env(wildcards):
+    """Kimi-Audio's remote code needs transformers <= 4.57 and flash-attn: its own environment."""
+    adapter = config["models"][wildcards.model]["adapter"]
+    return "../envs/kimi_audio.yaml" if adapter == "kimi_audio" else "../envs/esn.yaml"
+
+
 wildcard_constraints:
     model=r"[^/]+",
     corpus=r"[^/.]+",
     id_corpus=r"[^/.]+",
     eval_corpus=r"[^/.]+",
     selector=r"[a-z_]+",
-    variant=r"all|n\d+s\d+",
-    selection=r"[a-z_]+(\.n\d+s\d+)?",
     shard=r"\d+",
     n=r"\d+",
-    path="|".join(re.escape(m["path"]) for m in config["models"].values() if m["organism"]) or "$^",
+    organism_dir="|".join(re.escape(m["path"]) for m in config["models"].values() if m["organism"]) or "$^",
 
 # Library modules whose change must invalidate a stage's outputs (Snakemake tracks scripts, not imports).
-LIB = {
+# Named relative to the repository, so `--directory` elsewhere still finds them.
+_LIB = {
     "prepare": ["esn/prepare.py", "esn/audio.py", "esn/corpora/base.py"],
     "organism": ["esn/organism.py", "esn/models/base.py", "esn/models/qwen_omni.py", "esn/hooks.py"],
     "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py"],
@@ -49,6 +57,7 @@ LIB = {
     "metrics": ["esn/metrics.py"],
     "figures": ["esn/figures.py"],
 }
+LIB = {stage: [os.path.join(workflow.basedir, p) for p in paths] for stage, paths in _LIB.items()}
 
 SELECTORS = config["selection"]["selectors"]
 STUDIES = config["studies"]
@@ -59,7 +68,7 @@ def model_gpu(wildcards):
 
 
 def corpus_reader_module(wildcards):
-    return [f"esn/corpora/{config['corpora'][wildcards.corpus]['reader']}.py"]
+    return [os.path.join(workflow.basedir, f"esn/corpora/{config['corpora'][wildcards.corpus]['reader']}.py")]
 
 
 def manifest(corpus):
@@ -88,14 +97,8 @@ def identification_pairs():
 
 
 def intervention_tables():
-    out = []
-    for s in STUDIES:
-        for sel in SELECTORS:
-            out.append(f"results/interventions/{s['model']}/{s['identify']}/{sel}/{s['evaluate']}.parquet")
-            if s["identify"] == s["evaluate"]:
-                out += [f"results/interventions/{s['model']}/{s['identify']}/{sel}.{v}/{s['evaluate']}.parquet"
-                        for v in variants() if v != "all"]
-    return out
+    return [f"results/interventions/{s['model']}/{s['identify']}/{sel}/{s['evaluate']}.parquet"
+            for s in STUDIES for sel in SELECTORS]
 
 
 def metric_tables():
@@ -105,11 +108,6 @@ def metric_tables():
 
 def knockout_tables():
     return sorted({f"results/tables/knockout/{s['model']}/{s['evaluate']}.csv" for s in STUDIES})
-
-
-def selection_store(wildcards):
-    selector, _, variant = wildcards.selection.partition(".")
-    return f"results/neurons/{wildcards.model}/{wildcards.id_corpus}/{selector}/{variant or 'all'}.zarr"
 
 
 def all_targets():
@@ -128,3 +126,56 @@ def config_hash(model, corpus):
 
     return stable_hash({"model": config["models"][model], "capture": config["capture"],
                         "corpus": config["corpora"][corpus], "seed": config["seed"]})
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def main_studies():
+    """(model, identification corpus, evaluation corpus) of the main studies (identify == evaluate)."""
+    return sorted({(s["model"], s["identify"], s["evaluate"]) for s in STUDIES if s["identify"] == s["evaluate"]})
+
+
+def organism_models():
+    return [name for name, m in config["models"].items() if m["organism"]]
+
+
+def intervention_table(model, id_corpus, selection, eval_corpus, kind):
+    """kind: conditions | delta_recall (both written by rule metrics)."""
+    return f"results/tables/interventions/{model}/{id_corpus}/{selection}/{eval_corpus}.{kind}.csv"
+
+
+def figure_selector_tables(kind):
+    """Input function: one table per selector of the study in the wildcards (order of SELECTORS)."""
+
+    def tables(wildcards):
+        return [intervention_table(wildcards.model, wildcards.id_corpus, s, wildcards.eval_corpus, kind)
+                for s in SELECTORS]
+
+    return tables
+
+
+def figure_transfer_keys(model):
+    """(identify, evaluate, selector) of each table of the transfer matrix of a model, all its studies."""
+    pairs = sorted({(s["identify"], s["evaluate"]) for s in STUDIES if s["model"] == model})
+    return [(i, e, sel) for i, e in pairs for sel in SELECTORS]
+
+
+def figure_transfer_tables(wildcards):
+    return [intervention_table(wildcards.model, i, sel, e, "delta_recall")
+            for i, e, sel in figure_transfer_keys(wildcards.model)]
+
+
+def figure_knockout_table(wildcards):
+    """The layer-knockout table of the evaluation corpus (none when knockout is switched off)."""
+    if not config["intervention"].get("knockout", True):
+        return []
+    return [f"results/tables/knockout/{wildcards.model}/{wildcards.eval_corpus}.csv"]
+
+
+def neuron_table(name):
+    return lambda wildcards: f"results/tables/neurons/{wildcards.model}/{wildcards.id_corpus}/{name}.csv"
+
+
+def organism_metrics(wildcards):
+    return f"{config['models'][wildcards.model]['path']}/metrics.json"

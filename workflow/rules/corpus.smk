@@ -12,5 +12,7 @@ rule prepare_corpus:
         seed=config["seed"],
     log:
         "logs/prepare_corpus/{corpus}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/prepare_corpus.py"

@@ -1,78 +1,6 @@
 # Figures: each reads only tables (results/tables/...) and esn/figures.py, so a style change re-runs
 # only these rules. One rule per figure kind; all run workflow/scripts/figure.py, which dispatches on the rule.
 
-# ---------------------------------------------------------------------------------------------------
-# >>> input functions and helpers for figures.smk: to be moved into common.smk by its owner >>>
-
-
-def main_studies():
-    """(model, identification corpus, evaluation corpus) of the main studies (identify == evaluate)."""
-    return sorted({(s["model"], s["identify"], s["evaluate"]) for s in STUDIES if s["identify"] == s["evaluate"]})
-
-
-def sweep_variants():
-    """Identification-size sweep variants (n{N}s{S}), without the full set."""
-    return [v for v in variants() if v != "all"]
-
-
-def organism_models():
-    return [name for name, m in config["models"].items() if m["organism"]]
-
-
-def intervention_table(model, id_corpus, selection, eval_corpus, kind):
-    """kind: conditions | delta_recall (both written by rule metrics)."""
-    return f"results/tables/interventions/{model}/{id_corpus}/{selection}/{eval_corpus}.{kind}.csv"
-
-
-def figure_selector_tables(kind):
-    """Input function: one table per selector of the study in the wildcards (order of SELECTORS)."""
-
-    def tables(wildcards):
-        return [intervention_table(wildcards.model, wildcards.id_corpus, s, wildcards.eval_corpus, kind)
-                for s in SELECTORS]
-
-    return tables
-
-
-def figure_sweep_keys():
-    """(selector, variant) of each identification-size sweep table, in the order of figure_sweep_tables."""
-    return [(s, v) for s in SELECTORS for v in sweep_variants()]
-
-
-def figure_sweep_tables(wildcards):
-    return [intervention_table(wildcards.model, wildcards.id_corpus, f"{s}.{v}", wildcards.eval_corpus, "delta_recall")
-            for s, v in figure_sweep_keys()]
-
-
-def figure_transfer_keys(model):
-    """(identify, evaluate, selector) of each table of the transfer matrix of a model, all its studies."""
-    pairs = sorted({(s["identify"], s["evaluate"]) for s in STUDIES if s["model"] == model})
-    return [(i, e, sel) for i, e in pairs for sel in SELECTORS]
-
-
-def figure_transfer_tables(wildcards):
-    return [intervention_table(wildcards.model, i, sel, e, "delta_recall")
-            for i, e, sel in figure_transfer_keys(wildcards.model)]
-
-
-def figure_knockout_table(wildcards):
-    """The layer-knockout table of the evaluation corpus (none when knockout is switched off)."""
-    if not config["intervention"].get("knockout", True):
-        return []
-    return [f"results/tables/knockout/{wildcards.model}/{wildcards.eval_corpus}.csv"]
-
-
-def neuron_table(name):
-    return lambda wildcards: f"results/tables/neurons/{wildcards.model}/{wildcards.id_corpus}/{name}.csv"
-
-
-def organism_metrics(wildcards):
-    return f"{config['models'][wildcards.model]['path']}/metrics.json"
-
-
-# <<< end of input functions for figures.smk <<<
-# ---------------------------------------------------------------------------------------------------
-
 FIGURE_DIR = "results/figures/{model}/{id_corpus}/{eval_corpus}"
 FIGURE_LOG = "logs/figures/{model}/{id_corpus}/{eval_corpus}"
 FIGURE_CATEGORY = "{model}"
@@ -83,7 +11,7 @@ def study_figure_kinds():
     kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
     if config["intervention"]["alphas"]:
         kinds.insert(2, "strength")
-    if sweep_variants():
+    if len(variants()) > 1:
         kinds.append("id_size")
     return kinds
 
@@ -110,6 +38,8 @@ rule figure_delta_recall:
         fraction=config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/delta_recall.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -128,6 +58,8 @@ rule figure_specificity:
         fraction=config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/specificity.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -147,6 +79,8 @@ rule figure_strength:
         alphas=config["intervention"]["alphas"],
     log:
         f"{FIGURE_LOG}/strength.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -166,6 +100,8 @@ rule figure_set_size:
         fractions=config["intervention"]["fractions"],
     log:
         f"{FIGURE_LOG}/set_size.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -185,6 +121,8 @@ rule figure_layers:
         fraction=config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/layers.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -204,6 +142,8 @@ rule figure_overlap:
         fraction=config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/overlap.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -212,7 +152,6 @@ rule figure_id_size:
     """Identification-size sweep: specificity vs utterances per emotion, and set stability."""
     input:
         lib=LIB["figures"],
-        sweep=figure_sweep_tables,
         full=figure_selector_tables("delta_recall"),
         stability=neuron_table("stability"),
     output:
@@ -222,11 +161,12 @@ rule figure_id_size:
     params:
         selectors=SELECTORS,
         fraction=config["intervention"]["fraction"],
-        sweep=figure_sweep_keys(),
         id_sizes=config["selection"]["id_sizes"],
         id_seeds=config["selection"]["id_seeds"],
     log:
         f"{FIGURE_LOG}/id_size.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -246,6 +186,8 @@ rule figure_transfer:
         studies=lambda wildcards: figure_transfer_keys(wildcards.model),
     log:
         "logs/figures/{model}/transfer.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"
 
@@ -264,5 +206,7 @@ rule figure_confusion:
         organism=lambda wildcards: config["organism"],
     log:
         "logs/figures/{model}/confusion.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/figure.py"

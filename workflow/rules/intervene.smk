@@ -2,21 +2,22 @@ rule intervene:
     """Deactivation and gain of each emotion's set (and its random control) on the evaluation split."""
     input:
         lib=LIB["intervene"],
-        selection=selection_store,
+        selection="results/neurons/{model}/{id_corpus}/{selector}.zarr",
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
-        "results/interventions/{model}/{id_corpus}/{selection}/{eval_corpus}.parquet",
+        "results/interventions/{model}/{id_corpus}/{selector}/{eval_corpus}.parquet",
     params:
         model=lambda wc: config["models"][wc.model],
         intervention=config["intervention"],
         device=config["device"],
-        sweep=lambda wc: "." in wc.selection,
     threads: 2
     resources:
         gpu=model_gpu,
     log:
-        "logs/intervene/{model}/{id_corpus}/{selection}/{eval_corpus}.log",
+        "logs/intervene/{model}/{id_corpus}/{selector}/{eval_corpus}.log",
+    conda:
+        model_env
     script:
         "../scripts/intervene.py"
 
@@ -38,6 +39,8 @@ rule knockout:
         gpu=model_gpu,
     log:
         "logs/knockout/{model}/{eval_corpus}.log",
+    conda:
+        model_env
     script:
         "../scripts/intervene.py"
 
@@ -50,11 +53,14 @@ rule metrics:
     output:
         conditions="results/tables/interventions/{path}.conditions.csv",
         delta="results/tables/interventions/{path}.delta_recall.csv",
+        summary="results/tables/interventions/{path}.summary.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
         seed=config["seed"],
     log:
         "logs/metrics/{path}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/metrics.py"
 
@@ -70,5 +76,7 @@ rule knockout_table:
         seed=config["seed"],
     log:
         "logs/knockout_table/{model}/{eval_corpus}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/knockout_table.py"

@@ -4,8 +4,8 @@ rule train_organism:
         lib=LIB["organism"],
         manifest=manifest(config["organism"]["corpus"]),
     output:
-        weights="{path}/model.safetensors",
-        metrics="{path}/metrics.json",
+        weights="{organism_dir}/model.safetensors",
+        metrics="{organism_dir}/metrics.json",
     params:
         organism=config["organism"],
         labels=config["corpora"][config["organism"]["corpus"]]["classes"],
@@ -15,6 +15,8 @@ rule train_organism:
     resources:
         gpu=0,
     log:
-        "logs/train_organism/{path}.log",
+        "logs/train_organism/{organism_dir}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/train_organism.py"

@@ -4,12 +4,15 @@ rule select:
         lib=LIB["select"],
         store="results/activations/{model}/{id_corpus}.zarr",
     output:
-        directory("results/neurons/{model}/{id_corpus}/{selector}/{variant}.zarr"),
+        directory("results/neurons/{model}/{id_corpus}/{selector}.zarr"),
     params:
         selection=config["selection"],
+        variants=variants(),
         seed=config["seed"],
     log:
-        "logs/select/{model}/{id_corpus}/{selector}/{variant}.log",
+        "logs/select/{model}/{id_corpus}/{selector}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/select.py"
 
@@ -18,8 +21,8 @@ rule neuron_tables:
     """ESN counts per layer, overlaps between emotions and selectors, stability across identification sizes."""
     input:
         lib=LIB["select"],
-        selections=lambda wc: expand("results/neurons/{model}/{id_corpus}/{selector}/{variant}.zarr",
-                                     model=wc.model, id_corpus=wc.id_corpus, selector=SELECTORS, variant=variants()),
+        selections=lambda wc: expand("results/neurons/{model}/{id_corpus}/{selector}.zarr",
+                                     model=wc.model, id_corpus=wc.id_corpus, selector=SELECTORS),
     output:
         counts="results/tables/neurons/{model}/{id_corpus}/counts_per_layer.csv",
         emotions="results/tables/neurons/{model}/{id_corpus}/overlap_emotions.csv",
@@ -28,8 +31,9 @@ rule neuron_tables:
     params:
         fraction=config["intervention"]["fraction"],
         selectors=SELECTORS,
-        variants=variants(),
     log:
         "logs/neuron_tables/{model}/{id_corpus}.log",
+    conda:
+        "../envs/esn.yaml"
     script:
         "../scripts/neuron_tables.py"

@@ -13,8 +13,17 @@ study = (f"{wc.model} · identify {wc.id_corpus} · evaluate {wc.eval_corpus}" i
          else wc.model)
 
 
+def all_selector_rows(paths):
+    """Each selector's table (selector column added), every identification variant."""
+    table = F.read_tables(paths, [{"selector": s} for s in p.selectors])
+    table["variant"] = table["variant"].fillna("all")  # the unmodified model's row has no variant
+    return table
+
+
 def per_selector(paths):
-    return F.read_tables(paths, [{"selector": s} for s in p.selectors])
+    """Rows of sets identified from the full identification set (and the unmodified model)."""
+    table = all_selector_rows(paths)
+    return table[table["variant"] == "all"]
 
 
 if kind == "delta_recall":
@@ -32,8 +41,10 @@ elif kind == "overlap":
     F.plot_overlap(F.read_tables([inp.emotions]), F.read_tables([inp.selectors]), out, selectors=p.selectors,
                    fraction=p.fraction, title=f"{wc.model} · identify {wc.id_corpus}")
 elif kind == "id_size":
-    keys = [dict(selector=s, variant=v, n=F.parse_variant(v)[0], seed=F.parse_variant(v)[1]) for s, v in p.sweep]
-    F.plot_id_size(F.read_tables(inp.sweep, keys), per_selector(inp.full), F.read_tables([inp.stability]), out,
+    rows = all_selector_rows(inp.full)
+    sweep = rows[rows["variant"] != "all"].copy()
+    sweep["n"], sweep["seed"] = zip(*[F.parse_variant(v) for v in sweep["variant"]]) if len(sweep) else ([], [])
+    F.plot_id_size(sweep, rows[rows["variant"] == "all"], F.read_tables([inp.stability]), out,
                    fraction=p.fraction, selectors=p.selectors, title=study)
 elif kind == "transfer":
     keys = [dict(identify=i, evaluate=e, selector=s) for i, e, s in p.studies]

@@ -9,3 +9,5 @@ labels = [c[2:] for c in table.columns if c.startswith("p_")]
 out = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)
 out["conditions"].to_csv(snakemake.output.conditions, index=False)
 out["delta_recall"].to_csv(snakemake.output.delta, index=False)
+out["summary"].to_csv(snakemake.output.summary, index=False)
+log.info("mean over targets:\n%s", out["summary"].to_string(index=False))

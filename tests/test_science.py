@@ -1,0 +1,127 @@
+"""The study's signature on the model organism, from the README's own run of the default workflow.
+
+Slow (the whole default workflow, then the same pipeline on an untrained organism): marked `slow`.
+Numbers are printed (`pytest -s`) so they can be quoted; assertions are the paper's claims.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_workflow import ROOT, snakemake
+
+pytestmark = pytest.mark.slow
+
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "corpora", "models",
+                                     "__pycache__", ".pytest_cache", "benchmarks")
+
+
+def _fresh_copy(dst: Path) -> Path:
+    shutil.copytree(ROOT, dst, ignore=COPY_IGNORE)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """`snakemake --cores 2` on the default config in a fresh copy of the repository."""
+    work = _fresh_copy(tmp_path_factory.mktemp("default") / "repo")
+    snakemake("--cores", "2", cwd=work, check=True)
+    return work
+
+
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory) -> Path:
+    work = _fresh_copy(tmp_path_factory.mktemp("untrained") / "repo")
+    snakemake("--cores", "2", "--configfile", str(work / "tests" / "configs" / "untrained.yaml"), cwd=work, check=True)
+    return work
+
+
+def _tables(work: Path, selector: str, kind: str) -> pd.DataFrame:
+    return pd.read_csv(work / f"results/tables/interventions/organism/synthetic/{selector}/synthetic.{kind}.csv",
+                       keep_default_na=False, na_values=[""])
+
+
+def _summary(work: Path, selectors: list[str], fraction: float) -> pd.DataFrame:
+    rows = []
+    for s in selectors:
+        t = _tables(work, s, "summary")
+        t = t[(t["mode"] == "deactivate") & (t["fraction"].round(6) == round(fraction, 6))]
+        rows.append(t.assign(selector=s))
+    return pd.concat(rows)
+
+
+def test_organism_recognises_emotion_through_its_mlps(default_run):
+    m = json.loads((default_run / "resources/models/organism/metrics.json").read_text())
+    print("organism:", {k: m[k] for k in ("heldout_accuracy", "chance", "recall", "knockout_accuracy", "train_seconds")})
+    assert m["heldout_accuracy"] >= 0.90 and m["chance"] == 0.25
+    # every decoder layer's MLP carries the decision: zeroing any one of them (or all) costs most of it
+    for layer, acc in m["knockout_accuracy"].items():
+        assert acc <= m["heldout_accuracy"] - 0.3, (layer, acc)
+
+
+def test_deactivating_emotion_neurons_is_specific(default_run):
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    fraction = config["intervention"]["fraction"]
+    summary = _summary(default_run, config["selection"]["selectors"], fraction)
+    print(summary.round(3).to_string(index=False))
+    sel = summary[(summary["control"] == "selected") & (summary["statistic"] == "specificity")].set_index("selector")
+    best = sel["estimate"].idxmin()
+    rows = summary[(summary["selector"] == best) & (summary["control"] == "selected")].set_index("statistic")
+    rand = summary[(summary["selector"] == best) & (summary["control"] == "random")].set_index("statistic")
+    # recall of the target drops clearly more than the other classes' (CI of the difference excludes zero)
+    assert rows.loc["specificity", "hi"] < 0 and rows.loc["specificity", "estimate"] < -0.2
+    assert rows.loc["self", "estimate"] < rows.loc["others", "estimate"] - 0.2
+    # ... and clearly more than a random set of the same size per layer does
+    assert rows.loc["specificity_vs_random", "hi"] < 0
+    assert abs(rand.loc["specificity", "estimate"]) < abs(rows.loc["specificity", "estimate"]) / 2
+    delta = _tables(default_run, best, "delta_recall")
+    per_emotion = delta[(delta["mode"] == "deactivate") & (delta["fraction"].round(6) == round(fraction, 6))
+                        & (delta["class"] == "specificity")][["control", "target", "delta_recall", "lo", "hi"]]
+    print(f"best selector {best}; per-emotion specificity:\n{per_emotion.round(3).to_string(index=False)}")
+
+
+def test_gain_steers_predictions_towards_the_target(default_run):
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    summary = _summary(default_run, config["selection"]["selectors"], config["intervention"]["fraction"])
+    spec = summary[(summary["control"] == "selected") & (summary["statistic"] == "specificity")]
+    best = spec.set_index("selector")["estimate"].idxmin()
+    cond = _tables(default_run, best, "conditions")
+    gain = cond[(cond["mode"] == "gain") & (cond["control"] == "selected")]
+    share = gain.groupby("alpha")["target_share"].mean()
+    # unmodified, the shares of the labels sum to 1, so their mean over target emotions is exactly 1/C
+    baseline = 1 / len(config["corpora"]["synthetic"]["classes"])
+    print(f"{best}: mean target share by alpha {share.round(3).to_dict()} (baseline {baseline})")
+    alphas = sorted(share.index)
+    assert share[alphas[-1]] > share[alphas[0]] + 0.05
+    assert share[alphas[-1]] > baseline + 0.05
+    assert (gain[gain["alpha"] == alphas[-1]]["target_share_lo"] > baseline).mean() >= 0.5
+
+
+def test_untrained_organism_shows_no_specificity(untrained_run):
+    summary = _summary(untrained_run, ["mad", "cas", "attribution"], 0.05)
+    print(summary.round(3).to_string(index=False))
+    spec = summary[(summary["control"] == "selected") & (summary["statistic"] == "specificity")]
+    assert (spec["estimate"].abs() < 0.1).all()
+
+
+def test_every_figure_is_drawn_and_a_rerun_is_a_no_op(default_run):
+    figures = sorted((default_run / "results/figures").rglob("*.png"))
+    assert len(figures) >= 9 and all(p.stat().st_size > 10_000 for p in figures)
+    assert all(p.with_suffix(".pdf").stat().st_size > 5_000 for p in figures)
+    proc = snakemake("-n", cwd=default_run, check=True)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_a_selector_option_reruns_only_what_depends_on_it(default_run, tmp_path):
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    config["selection"]["lape_quantile"] = 0.9
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--configfile", str(path), cwd=default_run, check=True)
+    out = proc.stdout + proc.stderr
+    jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[2:] if line.strip()}
+    assert "select" in jobs and "intervene" in jobs and "metrics" in jobs
+    assert not jobs & {"prepare_corpus", "train_organism", "capture", "merge_shards", "knockout"}, jobs
