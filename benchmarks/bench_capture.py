@@ -5,8 +5,8 @@
 
 overhead = (forward with reducing hooks + one host copy) / (plain scoring forward), on the same batch;
 store: MB/s of writing blocks of the measured statistics into a Zarr store (Blosc zstd-3, as capture does).
-`--shape omni7b` builds RANDOM weights of the Qwen2.5-Omni-7B thinker's decoder shape (28 × 18944; the
-audio encoder kept small), which needs a GPU with ≥ 40 GB.
+`--shape omni7b` builds RANDOM weights of the Qwen2.5-Omni-7B thinker's decoder shape (28 × 18944, hidden
+3584; the audio encoder kept to 2 layers), which needs a GPU; `--layers 2` keeps two such layers for a CPU.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ LABELS = ["neutral", "happy", "sad", "angry"]
 PROMPT = "What emotion does the speaker express? Answer with one word."
 
 
-def random_omni7b(device: str, dtype: str):
-    """Random weights of the 7B thinker's decoder shape, through the organism's builders (offline)."""
+def random_omni7b(device: str, dtype: str, layers: int = 28):
+    """Random weights of the 7B thinker's decoder shape (`layers` of its 28), through the organism's builders."""
     from transformers import WhisperFeatureExtractor
 
     from esn.models.qwen_omni import QwenOmniAdapter
     from esn.organism import OrganismConfig, build_model, build_tokenizer
 
-    cfg = OrganismConfig(hidden=3584, heads=28, kv_heads=4, mlp=18944, layers=28, audio_d_model=1280,
+    cfg = OrganismConfig(hidden=3584, heads=28, kv_heads=4, mlp=18944, layers=layers, audio_d_model=1280,
                          audio_layers=2, audio_heads=20, audio_ffn=5120)
     tok = build_tokenizer(PROMPT, cfg.vocab_size)
     with torch.device(device):
@@ -55,9 +55,10 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--store-dtype", default="float16")
+    ap.add_argument("--layers", type=int, default=28, help="decoder layers of the omni7b shape (CPU: use 2)")
     args = ap.parse_args()
     if args.shape == "omni7b":
-        adapter = random_omni7b(args.device, args.dtype)
+        adapter = random_omni7b(args.device, args.dtype, args.layers)
     else:
         adapter = load_adapter({"adapter": "qwen2_5_omni", "path": args.model, "dtype": args.dtype, "prompt": PROMPT},
                                LABELS, args.device)

@@ -130,25 +130,22 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
                 items = list(zip([load_16k_mono(p) for p in chunk["path"]], chunk["emotion"]))
 
                 def run(part: list) -> BatchStatistics:
-                    truth = torch.tensor([label_index.get(e, 0) for _, e in part]) if attribution else None
+                    truth = torch.tensor([label_index[e] for _, e in part]) if attribution else None
                     return batch_statistics(adapter, adapter.build_batch([w for w, _ in part]), groups,
                                             true_label=truth, dtype=torch_dtype)
 
                 stats, ran = split_on_oom(run, items, _concat)
-                fitted = min(fitted, ran)
+                if ran < len(items):  # split to fit GPU memory
+                    fitted = min(fitted, ran)
                 parts.append(stats)
                 bar.update(len(chunk))
-            values = {
-                "mean_activation": np.concatenate([p.mean_activation for p in parts]),
-                "frac_positive": np.concatenate([p.frac_positive for p in parts]),
-                "n_positions": np.concatenate([p.n_positions for p in parts]),
-                "label_prob": np.concatenate([p.label_prob for p in parts]),
-            }
-            pred_idx = values["label_prob"].argmax(-1)
-            values["predicted"] = np.array([adapter.labels[i] for i in pred_idx], dtype=object)
+            block = _concat(parts)
+            values = {name: getattr(block, name) for name in ("mean_activation", "frac_positive", "n_positions",
+                                                              "label_prob", "attribution")}
+            if not attribution:
+                del values["attribution"]
+            values["predicted"] = np.asarray(adapter.labels, dtype=object)[block.label_prob.argmax(-1)]
             values["correct"] = (values["predicted"] == rows["emotion"].to_numpy(dtype=object)).astype("int8")
-            if attribution:
-                values["attribution"] = np.concatenate([p.attribution for p in parts])
             if pending is not None:
                 pending.result()  # at most one block in flight; errors surface here
             pending = writer.submit(store.write_block, g, k, values)

@@ -68,9 +68,9 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
                          alphas: list[float]) -> list[Condition]:
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
-    Full identification set: deactivation at every set size, gain over the α grid at the main size.
-    Each identification-size subsample: deactivation at the main size (the identification-size sweep).
-    Each with its layer-matched random control.
+    Full identification set: deactivation at every set size and gain over the α grid at the main size,
+    each with its layer-matched random control. Each identification-size subsample: deactivation of the
+    selected sets at the main size (the identification-size sweep; its control is the full set's).
     """
     from esn.selectors import random_mask, selected_mask
 
@@ -83,7 +83,8 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
             masks = {}
             for target in targets:
                 masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
-                masks[(target, "random", fraction)] = control.sel(emotion=target).values
+                if variant == "all":
+                    masks[(target, "random", fraction)] = control.sel(emotion=target).values
             gains = alphas if (variant == "all" and np.isclose(fraction, main_fraction)) else []
             out += set_conditions(masks, gains, variant)
     return out
@@ -134,7 +135,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[C
         chunk = utterances.iloc[i:i + batch_size]
         probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), conditions, max_rows=max_rows),
                                   [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
-        fitted = min(fitted, ran)
+        if ran < len(chunk):  # split to fit GPU memory
+            fitted = min(fitted, ran)
         for c, p in zip(conditions, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})

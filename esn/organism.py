@@ -63,7 +63,7 @@ class OrganismConfig:
     heads: int = 4
     kv_heads: int = 2
     mlp: int = 1024
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 32
     lr: float = 2e-3
     encoder_lr_scale: float = 0.3

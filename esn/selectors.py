@@ -187,9 +187,12 @@ def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> n
     """LAPE, activation-probability entropy (Tang et al. 2024): score = −H, low entropy first.
 
     p̂_e = p_e / Σ_e' p_e',  H = −Σ_e p̂_e log p̂_e (0 log 0 = 0), over the emotions with data.
-    Bar = `quantile` of ALL p values (over e, l, n). Candidates: neurons with max_e p_e > bar.
-    Assignment: `"lape"` — to every e with p_e > bar (LAPE's rule); `"argmax"` — only to argmax_e p_e
+    Bar = `quantile` of ALL p values (over e, l, n). Candidates: neurons with max_e p_e ≥ bar.
+    Assignment: `"lape"` — to every e with p_e ≥ bar (LAPE's rule); `"argmax"` — only to argmax_e p_e
     (Emotion-Neuron's rule). Unassigned, and neurons never active (H undefined), score −inf.
+    LAPE's code compares strictly (>); here ties at the bar count, because with gated activations many
+    neurons fire at every position (p = 1), the 95th percentile of p is then exactly 1, and a strict
+    comparison selects nothing at all (measured on the model organism).
     """
     if assign not in ("lape", "argmax"):
         raise ValueError(f"assign must be 'lape' or 'argmax', not {assign!r}")
@@ -202,9 +205,9 @@ def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> n
     with np.errstate(invalid="ignore", divide="ignore"):
         phat = p / total
         entropy = -np.where(phat > 0, phat * np.log(phat), 0.0).sum(0)
-    candidate = (p.max(0) > bar) & (total > 0)
+    candidate = (p.max(0) >= bar) & (total > 0)
     if assign == "lape":
-        assigned = p > bar
+        assigned = p >= bar
     else:
         assigned = np.arange(len(p))[:, None, None] == p.argmax(0)
     return _scatter(stats, valid, np.where(assigned & candidate, -entropy, -np.inf))
@@ -459,7 +462,7 @@ def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, va
             subsample_seed=("variant", [seed if s is None else s])))
     out = xr.concat(parts, dim="variant", combine_attrs="drop_conflicts")
     out.attrs.pop("per_emotion", None)
-    out.attrs["variants"] = list(variants)
+    out.attrs.update(variants=list(variants), seed=int(seed))  # the master seed; subsample seeds per variant
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,6 +46,13 @@ def setup_logging(log_path: str | Path | None) -> logging.Logger:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     return logging.getLogger("esn")
+
+
+def put_on_pythonpath(folder: str | Path) -> None:
+    """Let every job import the repository's own `esn`: jobs inherit PYTHONPATH, also in per-rule conda
+    environments (where `esn` is not installed) and on SLURM nodes (sbatch exports the environment)."""
+    parts = [str(folder), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
 
 
 def stable_hash(obj: Any) -> str:

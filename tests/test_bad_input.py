@@ -81,7 +81,7 @@ def prepared(tmp_path_factory):
     summary = prepare_corpus("bad", "audiofolder", root, out,
                              PrepareOptions(classes=["happy", "sad"], max_duration_s=MAX_S))
     manifest = pd.read_parquet(out / "manifest.parquet")
-    quarantine = pd.read_csv(out / "quarantine.csv")
+    quarantine = pd.read_csv(out / "quarantine.csv", keep_default_na=False)  # an utterance may be called "nan"
     return root, out, summary, manifest, quarantine
 
 
@@ -93,6 +93,7 @@ def test_audio_fault(prepared, name):
     kept = manifest[manifest["utterance_id"] == uid]
     reasons = quarantine[quarantine["utterance_id"] == uid]["reason"].tolist()
     if expected is None:
+        reasons = [r for r in reasons if "duplicate" not in r]  # a later row repeating the id (a row case)
         assert len(kept) == 1 and not reasons, reasons
         data, rate = sf.read(out / kept["path"].iloc[0], always_2d=True)
         assert rate == 16_000 and data.shape[1] == 1 and np.isfinite(data).all()

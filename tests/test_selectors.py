@@ -109,13 +109,13 @@ def test_lap_pools_positions(hand: Path) -> None:
 def test_lape_bar_entropy_and_assignment(hand: Path) -> None:
     # p (from the LAP test) flattened over (e, l, n), sorted: ten 0s, .2, .25, .375, .4, .5, .5, 1, 1 (18 values).
     # quantile .75: position 17·.75 = 12.75 -> .375 + .75·(.4 − .375) = .39375 = bar.
-    # candidates (max_e p > bar): (0,0) max .5; (0,1) max 1; (0,2) max .5; (1,2) max 1.
+    # candidates (max_e p >= bar): (0,0) max .5; (0,1) max 1; (0,2) max .5; (1,2) max 1.
     #   (1,0) max .375 fails the bar; (1,1) is never active.
     h00 = -(1 / 3 * log(1 / 3) + 2 / 3 * log(2 / 3))  # p (.25, .5, 0) / .75
     h01 = -(5 / 6 * log(5 / 6) + 1 / 6 * log(1 / 6))  # p (0, 1, .2) / 1.2
     h02 = -(5 / 9 * log(5 / 9) + 4 / 9 * log(4 / 9))  # p (.5, 0, .4) / .9
     h12 = 0.0                                         # p (0, 0, 1)
-    # LAPE's rule, p_e > bar: (0,0) happy; (0,1) happy; (0,2) neutral (.5) AND sad (.4); (1,2) sad
+    # LAPE's rule, p_e >= bar: (0,0) happy; (0,1) happy; (0,2) neutral (.5) AND sad (.4); (1,2) sad
     lape = np.array([[[NEG, NEG, -h02], [NEG, NEG, NEG]],
                      [[-h00, -h01, NEG], [NEG, NEG, NEG]],
                      [[NEG, NEG, -h02], [NEG, NEG, -h12]]])
@@ -124,8 +124,12 @@ def test_lape_bar_entropy_and_assignment(hand: Path) -> None:
     argmax = lape.copy()
     argmax[2, 0, 2] = NEG
     np.testing.assert_allclose(scores(hand, "lape", quantile=0.75, assign="argmax"), argmax, rtol=1e-6)
-    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1; nothing exceeds 1 (strictly), so nothing is eligible
-    assert np.isneginf(scores(hand, "lape")).all() and np.isneginf(scores(hand, "lape", assign="argmax")).all()
+    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1; ties at the bar count (a strict > would select
+    # nothing): (0,1) reaches 1 for happy, (1,2) for sad — under both assignment rules
+    at_one = np.full_like(lape, NEG)
+    at_one[1, 0, 1], at_one[2, 1, 2] = -h01, -h12
+    np.testing.assert_allclose(scores(hand, "lape"), at_one, rtol=1e-6)
+    np.testing.assert_allclose(scores(hand, "lape", assign="argmax"), at_one, rtol=1e-6)
     # ranks: sad's (1,2) (−H = 0) first, then (0,2); the rest can never be selected
     rank = S.select(hand, "lape", quantile=0.75)["rank"].values
     assert rank[2, 1, 2] == 0 and rank[2, 0, 2] == 1

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import LABELS, make_tiny_adapter
 
 from esn.models import load_adapter
@@ -12,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _save(adapter, path: Path, safe: bool) -> Path:
-    adapter.model.save_pretrained(path, safe_serialization=safe)
+    """A checkpoint folder; `safe=False` leaves only a pickled `pytorch_model.bin` (as old checkpoints ship)."""
+    adapter.model.save_pretrained(path)
     adapter.tokenizer.save_pretrained(path)
     adapter.feature_extractor.save_pretrained(path)
+    if not safe:
+        torch.save(adapter.model.state_dict(), path / "pytorch_model.bin")
+        for f in path.glob("*.safetensors*"):
+            f.unlink()
     return path
 
 

@@ -79,3 +79,8 @@ def test_paper_config_plans_the_whole_study(tmp_path):
     assert counts["merge_shards"] == counts["select"] // len(cfg["selection"]["selectors"]) == len(identified)
     assert counts["intervene"] == len(cfg["studies"]) * len(cfg["selection"]["selectors"])
     assert counts["prepare_corpus"] == len(cfg["corpora"]) and "train_organism" not in counts
+
+
+def test_snakemake_lint_is_clean():
+    proc = snakemake("--lint", check=True)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

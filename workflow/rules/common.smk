@@ -4,6 +4,8 @@ import re
 
 from snakemake.utils import validate
 
+from esn.workflow import put_on_pythonpath
+
 validate(config, "../schemas/config.schema.yaml")
 
 
@@ -27,7 +29,7 @@ def _check_config():
 _check_config()
 
 # Jobs import the repository's own `esn` (also inside per-rule conda envs and on SLURM nodes).
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+put_on_pythonpath(workflow.basedir)
 
 
 def model_env(wildcards):
@@ -179,3 +181,20 @@ def neuron_table(name):
 
 def organism_metrics(wildcards):
     return f"{config['models'][wildcards.model]['path']}/metrics.json"
+
+
+def study_figure_kinds():
+    kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
+    if config["intervention"]["alphas"]:
+        kinds.insert(2, "strength")
+    if len(variants()) > 1:
+        kinds.append("id_size")
+    return kinds
+
+
+FIGURES = (
+    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e in main_studies() for kind in study_figure_kinds()
+     for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
+)

@@ -7,23 +7,6 @@ FIGURE_CATEGORY = "{model}"
 FIGURE_STUDY = "identify {id_corpus}, evaluate {eval_corpus}"
 
 
-def study_figure_kinds():
-    kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
-    if config["intervention"]["alphas"]:
-        kinds.insert(2, "strength")
-    if len(variants()) > 1:
-        kinds.append("id_size")
-    return kinds
-
-
-FIGURES = (
-    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e in main_studies() for kind in study_figure_kinds()
-     for ext in ("pdf", "png")]
-    + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
-    + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
-)
-
-
 rule figure_delta_recall:
     """Δrecall heatmaps (target × evaluated class) per selector at the main set size, beside the random control."""
     input:

@@ -8,7 +8,7 @@ rule train_organism:
         metrics="{organism_dir}/metrics.json",
     params:
         organism=config["organism"],
-        labels=config["corpora"][config["organism"]["corpus"]]["classes"],
+        labels=lambda wc: config["corpora"][config["organism"]["corpus"]]["classes"],
         prompt=lambda wc: next(m["prompt"] for m in config["models"].values() if m["organism"]),
         seed=config["seed"],
     threads: 2

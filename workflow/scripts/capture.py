@@ -20,5 +20,5 @@ summary = capture(adapter, part, snakemake.output[0], groups=cap["positions"], b
                   dtype=cap["dtype"], attribution=cap["attribution"], block_size=cap["block_size"],
                   attrs={"config_hash": snakemake.params.config_hash, "manifest_hash": file_hash(snakemake.input.manifest),
                          "corpus": snakemake.wildcards.corpus, "model": snakemake.wildcards.model,
-                         "shard": f"{shard}-of-{n_shards}"})
+                         "shard": f"{shard}-of-{n_shards}", "seed": str(snakemake.config["seed"])})
 log.info("capture summary: %s", summary)
