@@ -15,12 +15,17 @@ from test_workflow import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
 
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake", "corpora", "models",
-                                     "__pycache__", ".pytest_cache", "benchmarks")
+#: what a fresh clone does not have: environments, outputs, prepared inputs, caches
+NOT_IN_A_CLONE = {".venv", ".git", "results", "logs", ".snakemake", ".pytest_cache", "benchmarks",
+                  "resources/corpora", "resources/models"}
 
 
 def _fresh_copy(dst: Path) -> Path:
-    shutil.copytree(ROOT, dst, ignore=COPY_IGNORE)
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        rel = Path(folder).relative_to(ROOT)
+        return [n for n in names if n == "__pycache__" or (rel / n).as_posix() in NOT_IN_A_CLONE]
+
+    shutil.copytree(ROOT, dst, ignore=ignore)
     return dst
 
 
