@@ -4,7 +4,8 @@
 
 Compares, on the same clips and conditions (deactivation sets of 5 % per emotion, random masks):
   full      one full model forward (audio tower + decoder) per condition, hooks scaling the neurons
-  decoder   a decoder-only forward of the batch (audio tower output reused): the lower bound
+  decoder   a decoder-only forward of the same number of rows, audio tower output reused, nothing
+            modified: the lower bound
   batched   `score_conditions`: audio tower once, conditions stacked as rows in shared forwards
   generate  `generate(max_new_tokens=8)` per condition (generate-and-parse)
 and checks that batched and full give the same predictions.
@@ -64,10 +65,13 @@ def main() -> None:
         return preds
 
     embedded = adapter.embed(batch)
+    per_forward = max(1, args.max_rows // len(waves))
+    stacked = embedded.select(torch.arange(len(waves), device=adapter.device).repeat(per_forward))
 
     @torch.no_grad()
     def decoder() -> None:
-        adapter.decode_last(embedded)
+        """Decoder-only forward of as many rows as one batched forward carries, nothing modified."""
+        adapter.decode_last(stacked)
 
     def batched() -> np.ndarray:
         return score_conditions(adapter, waves, conditions, max_rows=args.max_rows)
@@ -81,7 +85,8 @@ def main() -> None:
 
     same = all((p == q.argmax(-1)).all() for p, q in zip(full(), batched()))
     rows = len(waves) * len(conditions)
-    t = {"full": timed(full, 3) / rows, "decoder": timed(decoder, 5) / len(waves), "batched": timed(batched, 3) / rows,
+    t = {"full": timed(full, 3) / rows, "decoder": timed(decoder, 5) / (per_forward * len(waves)),
+         "batched": timed(batched, 3) / rows,
          "generate": timed(generate, 1, 0) / rows}
     write("interventions", {
         **device_info(), "model": args.model, "dtype": args.dtype, "clips": len(waves), "seconds": args.seconds,

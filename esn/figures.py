@@ -377,9 +377,16 @@ def plot_delta_recall(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction:
 
 @_themed
 def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: float,
-                     selectors: Sequence[str] | None = None, title: str | None = None) -> None:
+                     selectors: Sequence[str] | None = None, title: str | None = None,
+                     summary: pd.DataFrame | None = None) -> None:
     """Specificity of deactivation at `fraction` per target emotion and averaged, each selector's set vs its
-    random control, with 95 % bootstrap CIs."""
+    random control, with 95 % bootstrap CIs. `summary` (the metrics rule's `.summary.csv`, selector column
+    added) gives the mean over emotions its own paired-bootstrap CI; without it the mean's interval is the
+    mean of the per-emotion bounds."""
+    means = None
+    if summary is not None and len(summary):
+        m = _norm(summary)
+        means = m[(m["mode"] == "deactivate") & _close(m["fraction"], fraction) & (m["statistic"] == "specificity")]
     d = _norm(delta)
     d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] == "specificity")]
     sels = _selectors(d, selectors)
@@ -400,6 +407,10 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
                 if part.empty:
                     continue
                 est, lo, hi = (100 * part[["delta_recall", "lo", "hi"]].mean()).to_numpy()
+                if group == "mean" and means is not None:
+                    row = means[(means["selector"] == sel) & (means["control"] == control)]
+                    if len(row):
+                        est, lo, hi = (100 * row[["estimate", "lo", "hi"]].iloc[0]).to_numpy(dtype=float)
                 x = gi - 0.4 + slot * (si + 0.5 + offset)
                 color = selector_color(sel)
                 yerr = np.array([[max(est - lo, 0)], [max(hi - est, 0)]]) if np.isfinite([lo, hi]).all() else None
@@ -420,8 +431,10 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
                 Line2D([], [], color="black", marker="o", ls="", mfc="white", ms=4.5,
                        label="random control (same size per layer)")]
     _legend(fig, handles)
+    mean_ci = ("mean's interval: paired bootstrap over utterances" if means is not None and len(means)
+               else "mean's interval = mean of per-emotion bounds")
     _suptitle(fig, title, f"Specificity of deactivating {_pct(fraction)} of neurons (negative = specific; "
-                          "error bars: 95% bootstrap CI;\nmean's interval = mean of per-emotion bounds)")
+                          f"error bars: 95% bootstrap CI;\n{mean_ci})")
     save(fig, out)
 
 

@@ -156,6 +156,15 @@ def test_specificity(tmp_path, delta):
     check_outputs(out)
 
 
+def test_specificity_with_the_bootstrap_of_the_mean(tmp_path, delta):
+    summary = pd.DataFrame([{"selector": s, "mode": "deactivate", "variant": "all", "control": c, "fraction": MAIN,
+                             "alpha": 0.0, "statistic": "specificity", "estimate": -0.4, "lo": -0.5, "hi": -0.3}
+                            for s in SELECTORS for c in ("selected", "random")])
+    out = outputs(tmp_path, "specificity_summary")
+    F.plot_specificity(delta, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic", summary=summary)
+    check_outputs(out)
+
+
 def test_strength(tmp_path):
     conditions = pd.concat([fake_conditions(s).assign(selector=s) for s in SELECTORS], ignore_index=True)
     out = outputs(tmp_path, "strength")

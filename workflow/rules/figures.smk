@@ -32,6 +32,7 @@ rule figure_specificity:
     input:
         lib=LIB["figures"],
         tables=figure_selector_tables("delta_recall"),
+        summaries=figure_selector_tables("summary"),
     output:
         pdf=f"{FIGURE_DIR}/specificity.pdf",
         png=report(f"{FIGURE_DIR}/specificity.png", caption="../report/specificity.rst", category=FIGURE_CATEGORY,

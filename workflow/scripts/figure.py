@@ -29,7 +29,8 @@ def per_selector(paths):
 if kind == "delta_recall":
     F.plot_delta_recall(per_selector(inp.tables), out, fraction=p.fraction, selectors=p.selectors, title=study)
 elif kind == "specificity":
-    F.plot_specificity(per_selector(inp.tables), out, fraction=p.fraction, selectors=p.selectors, title=study)
+    F.plot_specificity(per_selector(inp.tables), out, fraction=p.fraction, selectors=p.selectors, title=study,
+                       summary=per_selector(inp.summaries))
 elif kind == "strength":
     F.plot_strength(per_selector(inp.tables), out, fraction=p.fraction, selectors=p.selectors, title=study)
 elif kind == "set_size":
