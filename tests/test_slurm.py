@@ -224,7 +224,7 @@ TOY_SNAKEFILE = textwrap.dedent(
             """
 
 
-    # Named like the real GPU rule: asks for a GPU here, which the test profile overrides to 0.
+    # Named like the real model rule; as there, its GPU request comes from config (none on the test node).
     rule capture:
         input:
             "results/prepared/{sample}.txt",
@@ -234,7 +234,7 @@ TOY_SNAKEFILE = textwrap.dedent(
         log:
             "logs/capture_{sample}.log",
         resources:
-            gpu=1,
+            gpu=config.get("gpu", 0),
         run:
             text = open(input[0]).read().strip()
             with open(output.act, "w") as f:
@@ -366,7 +366,7 @@ def test_real_profile_placeholders(slurm_cluster, tmp_path):
 
 
 def test_gpu_request_is_rejected_by_test_cluster(slurm_cluster):
-    """Why the overlay sets gpu: 0: the test node has no GPU gres, so --gpus=1 cannot run."""
+    """Why the test workflows ask for no GPU: the test node has no GPU gres, so --gpus=1 cannot run."""
     proc = subprocess.run(
         ["sbatch", "--gpus=1", "-p", "debug", "-t", "1", "-o", "/dev/null", "--wrap", "true"],
         capture_output=True, text=True, timeout=60,

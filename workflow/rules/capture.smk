@@ -7,8 +7,8 @@ rule capture:
     output:
         temp(directory("results/activations/{model}/{corpus}.shards/{shard}-of-{n}.zarr")),
     params:
-        model=lambda wc: config["models"][wc.model],
-        capture=config["capture"],
+        model=lambda wc: canonical(config["models"][wc.model]),
+        capture=canonical(config["capture"]),
         device=config["device"],
         config_hash=lambda wc: config_hash(wc.model, wc.corpus),
     threads: 2

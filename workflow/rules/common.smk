@@ -65,6 +65,16 @@ SELECTORS = config["selection"]["selectors"]
 STUDIES = config["studies"]
 
 
+def canonical(obj):
+    """Config values with dict keys sorted: reordering keys in a config file must not look like a change
+    of params to Snakemake (which would re-run every job downstream)."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(x) for x in obj]
+    return obj
+
+
 def model_gpu(wildcards):
     return 1 if config["models"][wildcards.model]["gpu"] else 0
 

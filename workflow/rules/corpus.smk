@@ -8,7 +8,7 @@ rule prepare_corpus:
         quarantine="resources/corpora/{corpus}/quarantine.csv",
         summary="resources/corpora/{corpus}/summary.json",
     params:
-        corpus=lambda wc: config["corpora"][wc.corpus],
+        corpus=lambda wc: canonical(config["corpora"][wc.corpus]),
         seed=config["seed"],
     log:
         "logs/prepare_corpus/{corpus}.log",

@@ -187,7 +187,7 @@ rule figure_confusion:
                    category=FIGURE_CATEGORY, subcategory="model organism",
                    labels={"figure": "9 organism confusion", "study": "held-out split"}),
     params:
-        organism=lambda wildcards: config["organism"],
+        organism=lambda wildcards: canonical(config["organism"]),
     log:
         "logs/figures/{model}/confusion.log",
     conda:

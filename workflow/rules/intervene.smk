@@ -8,8 +8,8 @@ rule intervene:
     output:
         "results/interventions/{model}/{id_corpus}/{selector}/{eval_corpus}.parquet",
     params:
-        model=lambda wc: config["models"][wc.model],
-        intervention=config["intervention"],
+        model=lambda wc: canonical(config["models"][wc.model]),
+        intervention=canonical(config["intervention"]),
         device=config["device"],
     threads: 2
     resources:
@@ -31,8 +31,8 @@ rule knockout:
     output:
         "results/interventions/{model}/knockout/{eval_corpus}.parquet",
     params:
-        model=lambda wc: config["models"][wc.model],
-        intervention=config["intervention"],
+        model=lambda wc: canonical(config["models"][wc.model]),
+        intervention=canonical(config["intervention"]),
         device=config["device"],
     threads: 2
     resources:

@@ -7,7 +7,7 @@ rule train_organism:
         weights="{organism_dir}/model.safetensors",
         metrics="{organism_dir}/metrics.json",
     params:
-        organism=config["organism"],
+        organism=canonical(config["organism"]),
         labels=lambda wc: config["corpora"][config["organism"]["corpus"]]["classes"],
         prompt=lambda wc: next(m["prompt"] for m in config["models"].values() if m["organism"]),
         seed=config["seed"],

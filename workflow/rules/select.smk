@@ -6,7 +6,7 @@ rule select:
     output:
         directory("results/neurons/{model}/{id_corpus}/{selector}.zarr"),
     params:
-        selection=config["selection"],
+        selection=canonical(config["selection"]),
         variants=variants(),
         seed=config["seed"],
     log:
