@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--store-dtype", default="float16")
+    ap.add_argument("--block-size", type=int, default=256, help="utterances per store block (capture's default)")
     ap.add_argument("--layers", type=int, default=28, help="decoder layers of the omni7b shape (CPU: use 2)")
     args = ap.parse_args()
     if args.shape == "omni7b":
@@ -75,19 +76,22 @@ def main() -> None:
     stats = captured()
 
     tmp = Path(tempfile.mkdtemp())
-    n_blocks, block = 4, args.clips
+    n_blocks, block = 4, args.block_size  # the batch's statistics tiled to full store blocks
     utter = pd.DataFrame({"utterance_id": [f"u{i}" for i in range(n_blocks * block)], "emotion": "happy",
                           "speaker": "s", "corpus": "c", "split": "identification", "duration_s": 1.0})
     layout = store.StoreLayout(len(utter), tuple(GROUPS), adapter.n_layers, adapter.n_neurons, tuple(LABELS),
                                args.store_dtype, block_size=block)
     g = store.create(tmp / "s.zarr", utter, layout, {})
-    values = {"mean_activation": stats.mean_activation, "frac_positive": stats.frac_positive,
-              "n_positions": stats.n_positions, "label_prob": stats.label_prob}
+    def tile(a: np.ndarray) -> np.ndarray:
+        return np.resize(a, (block, *a.shape[1:]))
+
+    values = {"mean_activation": tile(stats.mean_activation), "frac_positive": tile(stats.frac_positive),
+              "n_positions": tile(stats.n_positions), "label_prob": tile(stats.label_prob)}
     t0 = time.perf_counter()
     for k in range(n_blocks):
         store.write_block(g, k, values)
     seconds = time.perf_counter() - t0
-    nbytes = n_blocks * (stats.mean_activation.nbytes + stats.frac_positive.nbytes)
+    nbytes = n_blocks * (values["mean_activation"].nbytes + values["frac_positive"].nbytes)
     on_disk = sum(p.stat().st_size for p in (tmp / "s.zarr").rglob("*") if p.is_file())
     shutil.rmtree(tmp)
     per_utt = (stats.mean_activation.nbytes + stats.frac_positive.nbytes) / args.clips
