@@ -34,7 +34,7 @@ from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig,
 from esn.audio import load_16k_mono
 from esn.emotions import EMOTIONS
 from esn.hooks import knocked_out
-from esn.models.qwen_omni import QwenOmniAdapter, whisper_features
+from esn.models.qwen_omni import QwenOmniAdapter
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import os
 import re
 import shutil
 import warnings
@@ -472,14 +471,7 @@ def save_selection(ds: xr.Dataset, path: PathLike) -> None:
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     ds.to_zarr(partial, mode="w", consolidated=False, zarr_format=3)
-    if path.exists():
-        stale = path.with_name(path.name + ".stale")
-        shutil.rmtree(stale, ignore_errors=True)
-        os.replace(path, stale)
-        os.replace(partial, path)
-        shutil.rmtree(stale)
-    else:
-        os.replace(partial, path)
+    store.replace_directory(partial, path)
 
 
 def open_selection(path: PathLike) -> xr.Dataset:

@@ -142,14 +142,20 @@ def finalize(partial: str | Path, final: str | Path) -> None:
     missing = [int(k) for k in np.flatnonzero(~g["block_done"][:])]
     if missing:
         raise RuntimeError(f"store {partial} has uncommitted blocks {missing[:10]}; not finalizing")
+    replace_directory(partial, final)
+
+
+def replace_directory(new: str | Path, final: str | Path) -> None:
+    """Move a finished folder into place by rename: readers see the old or the new one, never half of one."""
+    new, final = Path(new), Path(final)
     if final.exists():
         stale = final.with_name(final.name + ".stale")
         shutil.rmtree(stale, ignore_errors=True)
         os.replace(final, stale)
-        os.replace(partial, final)
+        os.replace(new, final)
         shutil.rmtree(stale)
     else:
-        os.replace(partial, final)
+        os.replace(new, final)
 
 
 def check_provenance(found: dict[str, Any], expected: dict[str, Any], what: str) -> None:

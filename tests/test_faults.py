@@ -20,7 +20,7 @@ import xarray as xr
 import yaml
 from safetensors.numpy import load_file
 from test_science import _fresh_copy
-from test_workflow import ROOT, snakemake
+from test_workflow import snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,5 @@
 """Metrics against hand-computed values."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

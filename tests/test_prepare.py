@@ -86,8 +86,8 @@ def test_synthetic_corpus_deterministic_and_balanced(tmp_path):
     a = sf.read(tmp_path / "a" / m1["path"][0])[0]
     b = sf.read(tmp_path / "b" / m2["path"][0])[0]
     assert np.array_equal(a, b)
-    other = prepare_corpus("syn", "synthetic", None, tmp_path / "c",
-                           PrepareOptions(classes=opts.classes, reader_options={**opts.reader_options, "seed": 4}))
+    prepare_corpus("syn", "synthetic", None, tmp_path / "c",
+                   PrepareOptions(classes=opts.classes, reader_options={**opts.reader_options, "seed": 4}))
     c = sf.read(tmp_path / "c" / pd.read_parquet(tmp_path / "c" / "manifest.parquet")["path"][0])[0]
     assert not np.array_equal(a[:1000], c[:1000])
 

@@ -1,7 +1,6 @@
 """The workflow as a user drives it: config validation before any job, dry-runs, incremental re-runs."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

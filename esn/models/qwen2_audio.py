@@ -23,67 +23,23 @@ equal one-at-a-time scoring with it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
-from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+from transformers import Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
-from esn.models.base import AudioLMAdapter, Batch
+from esn.models.base import Batch
+from esn.models.processor_family import ProcessorAdapter
 
-SAMPLING_RATE = 16_000
 
-
-class Qwen2AudioAdapter(AudioLMAdapter):
+class Qwen2AudioAdapter(ProcessorAdapter):
     family = "qwen2_audio"
     audio_token = "<|AUDIO|>"
-
-    def __init__(self, model: Any, processor: Any, labels: list[str], prompt: str, *,
-                 system_prompt: str | None = None, **kw: Any):
-        super().__init__(model, processor.tokenizer, labels, prompt, **kw)
-        self.processor = processor
-        self.system_prompt = system_prompt
-        if getattr(processor, "audio_token", self.audio_token) != self.audio_token:
-            raise ValueError(f"processor audio token {processor.audio_token!r} is not {self.audio_token!r}")
-        if model.config.audio_token_index != self.audio_token_id:
-            raise ValueError(f"tokenizer maps {self.audio_token} to {self.audio_token_id} but the model expects "
-                             f"audio_token_index {model.config.audio_token_index}: processor and model do not "
-                             f"belong together")
-
-    @classmethod
-    def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
-             dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
-             system_prompt: str | None = None, trust_remote_code: bool = False) -> "Qwen2AudioAdapter":
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(
-            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
-        processor = AutoProcessor.from_pretrained(path, revision=revision)
-        return cls(model, processor, labels, prompt, site=site, source=path, revision=revision,
-                   system_prompt=system_prompt)
-
-    def conversation(self) -> list[dict[str, Any]]:
-        """One user turn: the clip then the prompt (plus an optional system turn; the template adds
-        its default system turn when there is none)."""
-        messages: list[dict[str, Any]] = []
-        if self.system_prompt:
-            messages.append({"role": "system", "content": self.system_prompt})
-        messages.append({"role": "user", "content": [{"type": "audio", "audio": "clip"},
-                                                     {"type": "text", "text": self.prompt}]})
-        return messages
-
-    def chat_text(self) -> str:
-        """The rendered chat with one audio placeholder, ready for the answer."""
-        text = self.processor.apply_chat_template(self.conversation(), add_generation_prompt=True, tokenize=False)
-        if text.count(self.audio_token) != 1:
-            raise ValueError(f"chat template must render exactly one {self.audio_token}; got: {text!r}")
-        return text
+    model_class = Qwen2AudioForConditionalGeneration
+    audio_token_attr = "audio_token_index"
 
     def build_batch(self, waveforms: list[np.ndarray]) -> Batch:
-        text = self.chat_text()
-        enc = self.processor(text=[text] * len(waveforms),
-                             audio=[np.asarray(w, dtype=np.float32) for w in waveforms],
-                             sampling_rate=SAMPLING_RATE, return_tensors="pt",
-                             text_kwargs={"padding": True, "padding_side": "left"})
+        enc = self.encode(waveforms)
         ids = enc["input_ids"]
         audio_mask = ids == self.audio_token_id
         if (audio_mask.sum(-1) < 2).any():
