@@ -45,7 +45,11 @@ def scaled(sites: list[tuple[nn.Module, str]], scales: dict[int, torch.Tensor]) 
     """
     def apply(layer: int, a: torch.Tensor) -> torch.Tensor | None:
         s = scales.get(layer)
-        return None if s is None else a * s.to(a.dtype).unsqueeze(1)
+        if s is None:
+            return None
+        s = s.to(a.dtype).unsqueeze(1)
+        # in place when no gradient is recorded: the activation is a fresh tensor of this forward
+        return a.mul_(s) if not torch.is_grad_enabled() else a * s
 
     with on_activations(sites, apply):
         yield
