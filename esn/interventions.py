@@ -79,11 +79,12 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     for variant in selection["variant"].values.tolist():
         sel = selection.sel(variant=variant)
         for fraction in (fractions if variant == "all" else [main_fraction]):
-            chosen, control = selected_mask(sel, fraction), random_mask(sel, fraction)
+            chosen = selected_mask(sel, fraction)
+            control = random_mask(sel, fraction) if variant == "all" else None
             masks = {}
             for target in targets:
                 masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
-                if variant == "all":
+                if control is not None:
                     masks[(target, "random", fraction)] = control.sel(emotion=target).values
             gains = alphas if (variant == "all" and np.isclose(fraction, main_fraction)) else []
             out += set_conditions(masks, gains, variant)
