@@ -66,9 +66,7 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
         embedded = adapter.embed(batch)
         if true_label is not None:
             embedded.inputs_embeds = embedded.inputs_embeds.detach().requires_grad_(True)
-        logits = adapter.decode_last(embedded)
-        scores = adapter.scorer.scores(logits)
-        logp = torch.log_softmax(scores, dim=-1)
+        logp = adapter.label_logprobs(embedded)
         attribution = None
         if true_label is not None:
             logp.gather(1, true_label.to(dev)[:, None]).sum().backward()

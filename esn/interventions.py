@@ -120,7 +120,7 @@ def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], condi
         chunk = conditions[i:i + per_forward]
         rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
         with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device)):
-            probs = adapter.scorer.probabilities(adapter.decode_last(embedded.select(rows)))
+            probs = adapter.label_probabilities(embedded.select(rows))
         out.append(probs.view(len(chunk), B, -1).cpu().numpy())
     return np.concatenate(out)
 

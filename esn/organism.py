@@ -177,9 +177,9 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
         if cfg.knockout_weight > 0:
             layer = int(rng.integers(model.config.text_config.num_hidden_layers))
             with knocked_out(sites, [layer]):
-                ko = adapter.scorer.scores(adapter.decode_last(embedded))
+                ko = adapter.label_logprobs(embedded)
             # with any one layer's MLP gone the model should not know the emotion: uniform over labels
-            loss = loss - cfg.knockout_weight * torch.log_softmax(ko, dim=-1).mean()
+            loss = loss - cfg.knockout_weight * ko.mean()
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * _schedule(step, cfg)
         opt.zero_grad(set_to_none=True)

@@ -173,11 +173,23 @@ class AudioLMAdapter:
         return Batch({k: v.to(dev) for k, v in batch.inputs.items()}, batch.attention_mask.to(dev),
                      batch.audio_mask.to(dev))
 
+    def label_logprobs(self, embedded: Embedded) -> torch.Tensor:
+        """The answer step: log-probabilities of the labels [R, n_labels], renormalised over the closed set.
+
+        The one interface every caller scores through (capture, interventions, knockout, injection, the
+        organism's training and evaluation): hooks active around this call act on every position it runs.
+        """
+        return torch.log_softmax(self.scorer.scores(self.decode_last(embedded)), dim=-1)
+
+    def label_probabilities(self, embedded: Embedded) -> torch.Tensor:
+        """Label probabilities [R, n_labels] (see `label_logprobs`)."""
+        return self.label_logprobs(embedded).exp()
+
     @torch.no_grad()
     def score(self, waveforms: list[np.ndarray]) -> torch.Tensor:
         """Label probabilities [B, n_labels] of the unmodified model."""
         batch = self.to_device(self.build_batch(waveforms))
-        return self.scorer.probabilities(self.decode_last(self.embed(batch)))
+        return self.label_probabilities(self.embed(batch))
 
     def provenance(self) -> dict[str, str]:
         """What a store records about the model, so results of different models never mix."""
