@@ -89,7 +89,7 @@ __all__ = [
     "EMOTION_COLORS", "SELECTOR_COLORS", "SELECTOR_LABELS", "emotion_color", "selector_color",
     "read_tables", "parse_variant", "save",
     "plot_delta_recall", "plot_specificity", "plot_strength", "plot_set_size", "plot_layers",
-    "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion",
+    "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion", "plot_injection", "plot_correct_only",
 ]
 
 
@@ -909,4 +909,103 @@ def plot_confusion(metrics: Mapping[str, Any], out: Sequence[PathLike], *, title
     if acc is not None and chance is not None:
         sub += f": held-out accuracy {100 * acc:.1f}% (chance {100 * chance:.1f}%)"
     _suptitle(fig, title, sub)
+    save(fig, out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10. label-free injection
+
+#: one colour per injection strategy (Paul Tol's bright scheme, apart from the emotion colours' use)
+STRATEGY_COLORS: dict[str, str] = {"2pass": "#4477AA", "mix": "#228833", "union": "#CCBB44", "oracle": "#AA3377"}
+STRATEGY_LABELS: dict[str, str] = {"2pass": "2-Pass (gain on the predicted emotion)",
+                                   "mix": "Mix (gain weighted by p(e | clip))",
+                                   "union": "Union (gain on all sets)",
+                                   "oracle": "oracle (gain on the true emotion; not label-free)"}
+
+
+@_themed
+def plot_injection(injection: pd.DataFrame, out: Sequence[PathLike], *, fraction: float,
+                   selectors: Sequence[str] | None = None, title: str | None = None,
+                   statistic: str = "uar") -> None:
+    """Label-free injection: change of UAR against the unmodified model vs gain strength α, one panel per
+    selector, one line per strategy (random counterpart dashed), bands = paired 95 % bootstrap CI.
+    `injection`: the `injection` tables of a study's selectors with a selector column."""
+    d = _norm(injection)
+    d = d[(d["statistic"] == statistic) & _close(d["fraction"], fraction)]
+    sels = _selectors(d, selectors)
+    strategies = [s for s in STRATEGY_COLORS if s in set(d["strategy"])]
+    fig, axes = plt.subplots(1, max(1, len(sels)), figsize=(max(5.0, 2.7 * len(sels) + 1.2), 3.6), squeeze=False,
+                             sharey=True, layout="constrained")
+    alphas = sorted(d["alpha"].dropna().unique())
+    for ax, sel in zip(axes[0], sels or [""]):
+        part = d[d["selector"] == sel]
+        for strategy in strategies:
+            for control in ("selected", "random"):
+                p = part[(part["strategy"] == strategy) & (part["control"] == control)].sort_values("alpha")
+                if len(p):
+                    _band(ax, p["alpha"].to_numpy(), 100 * p["change"].to_numpy(), 100 * p["change_lo"].to_numpy(),
+                          100 * p["change_hi"].to_numpy(), STRATEGY_COLORS[strategy], dashed=control == "random")
+        ax.axhline(0, color="black", lw=0.8, zorder=1)
+        ax.set_title(selector_label(sel), color=selector_color(sel))
+        ax.set_xlabel("gain strength α")
+        if len(alphas):
+            _log_x(ax, alphas, _fmt_num, base=2)
+        if not len(part):
+            _no_data(ax)
+    base = d["estimate"] - d["change"]
+    axes[0, 0].set_ylabel(f"Δ {statistic.upper().replace('_', '-')} vs unmodified (pp)")
+    handles: list[Any] = [Line2D([], [], color=STRATEGY_COLORS[s], lw=1.7, marker="o", label=STRATEGY_LABELS[s])
+                          for s in strategies]
+    handles.append(Line2D([], [], color="black", lw=1.1, ls="--", marker="o", mfc="white",
+                          label="layer-matched random sets, same strategy"))
+    _legend(fig, handles)
+    unmodified = f"; unmodified {statistic.upper()} {_pct(base.iloc[0])}" if len(base) else ""
+    _suptitle(fig, title, f"Label-free injection with {_pct(fraction)} of neurons per emotion{unmodified} "
+                          "(bands: paired 95% bootstrap CI)")
+    save(fig, out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 11. correct-only identification
+
+
+@_themed
+def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out: Sequence[PathLike], *,
+                      fraction: float, selectors: Sequence[str] | None = None, title: str | None = None) -> None:
+    """Identification from every clip vs from correctly recognised clips only: mean specificity of
+    deactivating each selector's sets (95 % CI), and the Jaccard overlap of the two sets (annotated).
+    `summary`: the summary tables with a selector column; `stability`: the selector stability table."""
+    s = _norm(summary)
+    s = s[(s["mode"] == "deactivate") & (s["control"] == "selected") & (s["statistic"] == "specificity")
+          & _close(s["fraction"], fraction) & s["variant"].isin(["all", "correct"])]
+    sels = _selectors(s, selectors)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(sels) + 1.5), 3.6), layout="constrained")
+    width = 0.38
+    jac = pd.DataFrame(columns=["selector", "jaccard"])
+    if stability is not None and len(stability):
+        st = _norm(stability)
+        pair = ((st["variant_a"] == "all") & (st["variant_b"] == "correct")) | (
+            (st["variant_a"] == "correct") & (st["variant_b"] == "all"))
+        jac = st[pair].groupby("selector", as_index=False)["jaccard"].mean()
+    for i, sel in enumerate(sels):
+        for k, (variant, hatch) in enumerate((("all", None), ("correct", "///"))):
+            row = s[(s["selector"] == sel) & (s["variant"] == variant)]
+            if row.empty:
+                continue
+            est, lo, hi = (100 * row[c].iloc[0] for c in ("estimate", "lo", "hi"))
+            x = i + (k - 0.5) * width
+            ax.bar(x, est, width, color=selector_color(sel), alpha=1.0 if k == 0 else 0.55, hatch=hatch,
+                   edgecolor="white")
+            ax.errorbar(x, est, yerr=[[est - lo], [hi - est]], color="black", lw=1, capsize=2)
+        j = jac[jac["selector"] == sel]["jaccard"]
+        if len(j):
+            ax.annotate(f"J = {j.iloc[0]:.2f}", (i, 0), xytext=(0, 4), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=8)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(sels)), [selector_label(x) for x in sels], rotation=20, ha="right")
+    ax.set_ylabel("mean specificity (pp)\nnegative = specific")
+    _legend(fig, [Patch(facecolor="#777777", label="identified from all clips"),
+                  Patch(facecolor="#BBBBBB", hatch="///", label="identified from correctly recognised clips only"),
+                  Line2D([], [], color="black", label="95% bootstrap CI;  J: Jaccard of the two sets")])
+    _suptitle(fig, title, f"Correct-only identification: deactivating {_pct(fraction)} of neurons")
     save(fig, out)

@@ -1,4 +1,16 @@
-"""Causal tests: deactivate (a ← 0), amplify (a ← (1+α)·a) or knock out whole MLP layers, then score.
+"""Causal tests: deactivate (a ← 0), amplify (a ← (1+α)·a) or knock out whole MLP layers, then score;
+and label-free injection, where the gain's target is not given by the true label.
+
+Label-free injection strategies (mode `inject`, the strategy in `target`), each at every α of the gain grid
+at the main set size, each beside its layer-matched random counterpart (control `random`):
+- `2pass`: score the clip unmodified, take the predicted emotion ê, score again with gain α on ê's set;
+  the second answer counts. The second pass is exactly the gain condition of target ê, which every clip
+  already has (same α, same set, same audio embedding), so its rows are read from those, not recomputed.
+- `mix`: one extra pass with gain on every emotion's set, neuron n scaled by 1 + α·Σ_{e: n ∈ S_e} p(e|clip)
+  with p from the unmodified pass. A neuron in several sets sums their probabilities, so no neuron is ever
+  scaled beyond Union's 1 + α, and a one-hot p gives exactly the oracle.
+- `union`: gain α on the union of all emotions' sets; no prediction needed.
+- `oracle`: gain on the true emotion's set (again read from the gain rows) — an upper bound, not label-free.
 
 The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one scoring
 forward (no generation); the audio tower runs once per clip and its output is reused by every
@@ -9,6 +21,7 @@ forward through a per-row scale tensor at the MLP site; clips are length-buckete
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 import numpy as np
@@ -27,7 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "deactivate", "gain", "knockout")
+MODES = ("none", "deactivate", "gain", "knockout", "inject")
+#: label-free injection strategies (see the module docstring); `oracle` is the upper bound that uses the label
+STRATEGIES = ("2pass", "mix", "union", "oracle")
 
 
 @dataclass(frozen=True)
@@ -42,14 +57,21 @@ class Condition:
     layer: int = -1
     variant: str = ""      # which identification set chose the neurons ("all", or a subsample "n{N}s{S}")
     neurons: dict[int, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
+    #: `mix` only: each label's set (label index -> layer -> neurons), weighted per clip by p(label | clip)
+    by_label: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def scale(self) -> float:
-        return {"none": 1.0, "deactivate": 0.0, "knockout": 0.0, "gain": 1.0 + self.alpha}[self.mode]
+        return {"none": 1.0, "deactivate": 0.0, "knockout": 0.0, "gain": 1.0 + self.alpha,
+                "inject": 1.0 + self.alpha}[self.mode]
 
     def describe(self) -> dict[str, object]:
         return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
                 "fraction": self.fraction, "layer": self.layer, "variant": self.variant}
+
+
+def _by_layer(mask: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
 
 
 def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float],
@@ -57,28 +79,46 @@ def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list
     """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction)."""
     out = []
     for (target, control, fraction), mask in sorted(masks.items()):
-        neurons = {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
+        neurons = _by_layer(mask)
         out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, neurons=neurons))
         out += [Condition("gain", target, control, float(a), fraction, variant=variant, neurons=neurons)
                 for a in alphas]
     return out
 
 
+def injection_conditions(masks: dict[str, np.ndarray], labels: list[str], alphas: list[float], control: str,
+                         fraction: float) -> list[Condition]:
+    """The conditions label-free injection needs beyond the gain sweep: `mix` and `union` at every α.
+
+    `masks`: each label's set, bool [L, N]. (`2pass` and `oracle` are read from the gain rows.)"""
+    union = np.any([masks[e] for e in labels], axis=0)
+    by_label = {labels.index(e): _by_layer(masks[e]) for e in labels}
+    out = []
+    for a in alphas:
+        out.append(Condition("inject", "mix", control, float(a), fraction, variant="all", by_label=by_label))
+        out.append(Condition("inject", "union", control, float(a), fraction, variant="all", neurons=_by_layer(union)))
+    return out
+
+
 def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: list[float], main_fraction: float,
-                         alphas: list[float]) -> list[Condition]:
+                         alphas: list[float], *, sweeps: bool = True, injection: bool = True) -> list[Condition]:
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
     Full identification set: deactivation at every set size and gain over the α grid at the main size,
-    each with its layer-matched random control. Each identification-size subsample: deactivation of the
-    selected sets at the main size (the identification-size sweep; its control is the full set's).
+    each with its layer-matched random control, and label-free injection (`mix`, `union`) over the same α
+    grid when `injection` (it needs every label to have a set). Each other variant (identification-size
+    subsamples, correct-only identification): deactivation of the selected sets at the main size (its
+    control is the full set's). `sweeps=False` (a transfer study) keeps only main-size deactivation of the
+    full set and its control.
     """
     from esn.selectors import random_mask, selected_mask
 
     out = []
     targets = [e for e in selection["emotion"].values.tolist() if e in labels]
-    for variant in selection["variant"].values.tolist():
+    variants = selection["variant"].values.tolist() if sweeps else ["all"]
+    for variant in variants:
         sel = selection.sel(variant=variant)
-        for fraction in (fractions if variant == "all" else [main_fraction]):
+        for fraction in (fractions if variant == "all" and sweeps else [main_fraction]):
             chosen = selected_mask(sel, fraction)
             control = random_mask(sel, fraction) if variant == "all" else None
             masks = {}
@@ -86,8 +126,12 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
                 masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
                 if control is not None:
                     masks[(target, "random", fraction)] = control.sel(emotion=target).values
-            gains = alphas if (variant == "all" and np.isclose(fraction, main_fraction)) else []
-            out += set_conditions(masks, gains, variant)
+            main = variant == "all" and sweeps and np.isclose(fraction, main_fraction)
+            out += set_conditions(masks, alphas if main else [], variant)
+            if main and injection and set(targets) == set(labels):
+                for kind in ("selected", "random"):
+                    out += injection_conditions({t: masks[(t, kind, fraction)] for t in targets}, labels, alphas,
+                                                kind, fraction)
     return out
 
 
@@ -96,13 +140,22 @@ def knockout_conditions(n_layers: int, n_neurons: int) -> list[Condition]:
     return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in range(n_layers)]
 
 
-def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device) -> dict[int, torch.Tensor]:
-    """Per-layer scale tensors [len(conditions) × rows_per, N]; layers no condition touches are absent."""
-    layers = sorted({l for c in conditions for l in c.neurons})
+def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device,
+            base: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+    """Per-layer scale tensors [len(conditions) × rows_per, N]; layers no condition touches are absent.
+
+    `base` [rows_per, labels]: the unmodified model's label probabilities per clip, which `mix` rows need."""
+    layers = sorted({l for c in conditions for l in c.neurons} | {l for c in conditions for s in c.by_label.values()
+                                                                  for l in s})
     scales = {l: torch.ones(len(conditions) * rows_per, n_neurons, device=device) for l in layers}
     for i, c in enumerate(conditions):
+        rows = slice(i * rows_per, (i + 1) * rows_per)
         for l, idx in c.neurons.items():
-            scales[l][i * rows_per:(i + 1) * rows_per, torch.as_tensor(idx, device=device)] = c.scale
+            scales[l][rows, torch.as_tensor(idx, device=device)] = c.scale
+        for label, sets in c.by_label.items():  # mix: 1 + α·Σ_e p(e|clip) over the sets holding the neuron
+            weight = c.alpha * base[:, label].to(device)[:, None]
+            for l, idx in sets.items():
+                scales[l][rows, torch.as_tensor(idx, device=device)] += weight
     return scales
 
 
@@ -115,39 +168,71 @@ def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], condi
     B = batch.size
     per_forward = max(1, max_rows // B)
     sites = adapter.site_modules()
-    out = []
-    for i in range(0, len(conditions), per_forward):
-        chunk = conditions[i:i + per_forward]
+    base = adapter.label_probabilities(embedded)  # the unmodified model: `none` rows, and `mix` weights
+    todo = [k for k, c in enumerate(conditions) if c.mode != "none"]
+    out = np.empty((len(conditions), B, len(adapter.labels)), dtype=np.float32)
+    out[[k for k, c in enumerate(conditions) if c.mode == "none"]] = base.cpu().numpy()
+    for i in range(0, len(todo), per_forward):
+        chunk = todo[i:i + per_forward]
         rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
-        with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device)):
+        with scaled(sites, _scales([conditions[k] for k in chunk], B, adapter.n_neurons, adapter.device, base)):
             probs = adapter.label_probabilities(embedded.select(rows))
-        out.append(probs.view(len(chunk), B, -1).cpu().numpy())
-    return np.concatenate(out)
+        out[chunk] = probs.view(len(chunk), B, -1).cpu().numpy()
+    return out
 
 
-def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[Condition], *,
-             batch_size: int = 16, max_rows: int = 256) -> pd.DataFrame:
-    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table."""
-    conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
+def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """`2pass` and `oracle` rows read from the gain rows of the full identification set: per clip, the gain
+    condition whose target is the unmodified model's prediction (2-Pass) or the true emotion (oracle)."""
+    gain = table[(table["mode"] == "gain") & (table["variant"] == "all")]
+    if gain.empty:
+        return table.iloc[:0]
+    first = table[table["mode"] == "none"].set_index("utterance_id")["predicted"]
+    parts = []
+    for strategy, target in (("2pass", gain["utterance_id"].map(first)), ("oracle", gain["emotion"])):
+        rows = gain[gain["target"] == target].copy()
+        rows["mode"], rows["target"] = "inject", strategy
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
+
+
+def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
+             conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
+             max_rows: int = 256) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table.
+
+    Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
+    its unmodified pass, and one table per key comes back (each with the unmodified rows).
+    """
+    groups = dict(conditions) if isinstance(conditions, Mapping) else {"": conditions}
+    flat = [Condition("none")] + [c for cs in groups.values() for c in cs if c.mode != "none"]
+    owner = [None] + [key for key, cs in groups.items() for c in cs if c.mode != "none"]
     utterances = store_order(manifest)
-    frames = []
+    frames: dict[str, list[pd.DataFrame]] = {key: [] for key in groups}
     fitted = batch_size
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
-        probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), conditions, max_rows=max_rows),
+        probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), flat, max_rows=max_rows),
                                   [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
         if ran < len(chunk):  # split to fit GPU memory
             fitted = min(fitted, ran)
-        for c, p in zip(conditions, probs):
+        for c, key, p in zip(flat, owner, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
-            frames.append(frame)
+            for k in (groups if key is None else [key]):
+                frames[k].append(frame)
     if fitted < batch_size:
         log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
-    table = pd.concat(frames, ignore_index=True)
-    table.attrs["batch_size_that_fit"] = fitted
-    return table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
-                             kind="stable").reset_index(drop=True)
+    tables = {}
+    for key, parts in frames.items():
+        table = pd.concat(parts, ignore_index=True)
+        if any(c.mode == "inject" for c in groups[key]):
+            table = pd.concat([table, label_free_rows(table)], ignore_index=True)
+        table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
+                                  kind="stable").reset_index(drop=True)
+        table.attrs["batch_size_that_fit"] = fitted
+        tables[key] = table
+    return tables if isinstance(conditions, Mapping) else tables[""]

@@ -89,6 +89,8 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
         rows[f"recall_{label}"] = recall[0, :, c]
 
     summary = _mean_over_targets(conds, target_idx, delta, ci)
+    injection = _injection(conds, {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1)}, recall, base,
+                           labels, ci)
     long = []
     for k in range(len(conds)):
         e = target_idx[k]
@@ -101,7 +103,28 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             long.append({**conds.iloc[k].to_dict(), "class": labels[c], "delta_recall": est, "lo": lo, "hi": hi})
         est, lo, hi = ci(spec)
         long.append({**conds.iloc[k].to_dict(), "class": "specificity", "delta_recall": est, "lo": lo, "hi": hi})
-    return {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary}
+    return {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary, "injection": injection}
+
+
+INJECTION_COLUMNS = ["strategy", "control", "fraction", "alpha", "statistic", "estimate", "lo", "hi",
+                     "change", "change_lo", "change_hi"]
+
+
+def _injection(conds: pd.DataFrame, stats: dict[str, np.ndarray], recall: np.ndarray, base: int, labels: list[str],
+               ci) -> pd.DataFrame:
+    """Label-free injection (mode `inject`): accuracy, UAR, macro-F1 and per-class recall of each strategy
+    with its CI, and its change against the unmodified model with a paired CI (same resamples)."""
+    stats = {**stats, **{f"recall_{l}": recall[..., c] for c, l in enumerate(labels)}}
+    rows = []
+    for k in np.flatnonzero((conds["mode"] == "inject").to_numpy()):
+        c = conds.iloc[k]
+        for name, x in stats.items():
+            est, lo, hi = ci(x[:, k])
+            d, dlo, dhi = ci(x[:, k] - x[:, base])
+            rows.append({"strategy": c["target"], "control": c["control"], "fraction": c["fraction"],
+                         "alpha": c["alpha"], "statistic": name, "estimate": est, "lo": lo, "hi": hi,
+                         "change": d, "change_lo": dlo, "change_hi": dhi})
+    return pd.DataFrame(rows, columns=INJECTION_COLUMNS)
 
 
 def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci) -> pd.DataFrame:
@@ -132,3 +155,14 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
             rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
                          "statistic": name, "estimate": est, "lo": lo, "hi": hi, "targets": len(by_target)})
     return pd.DataFrame(rows)
+
+
+TRANSFER_COLUMNS = ["identify", "evaluate", "selector", "control", "target", "class", "delta_recall", "lo", "hi"]
+
+
+def transfer_table(delta: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Δrecall (and specificity) of main-size deactivation per (identify, evaluate, selector, control, target,
+    class) from the delta_recall tables of every study of a model (columns identify, evaluate, selector added)."""
+    d = delta[(delta["mode"] == "deactivate") & (delta["variant"].fillna("all") == "all")
+              & np.isclose(delta["fraction"].astype(float), fraction)]
+    return d[TRANSFER_COLUMNS].sort_values(TRANSFER_COLUMNS[:6], kind="stable").reset_index(drop=True)

@@ -137,8 +137,28 @@ def evaluate(adapter: QwenOmniAdapter, waves: list[np.ndarray], labels: np.ndarr
     return float((pred == labels).mean()), pred
 
 
+def heldout_metrics(y: np.ndarray, pred: np.ndarray, knockout_pred: dict[str, np.ndarray],
+                    labels: list[str]) -> dict[str, Any]:
+    """Accuracy, UAR, recall, confusion counts, and accuracy/UAR with each layer knockout, from label indices."""
+    def uar(p: np.ndarray) -> float:
+        return float(np.mean([(p[y == i] == i).mean() for i in range(len(labels)) if (y == i).any()]))
+
+    return {
+        "heldout_accuracy": float((pred == y).mean()), "heldout_uar": uar(pred), "n_evaluation": int(len(y)),
+        "recall": {l: float((pred[y == i] == i).mean()) for i, l in enumerate(labels) if (y == i).any()},
+        "confusion": {t: {p: int(((y == i) & (pred == j)).sum()) for j, p in enumerate(labels)}
+                      for i, t in enumerate(labels) if (y == i).any()},
+        "knockout_accuracy": {k: float((v == y).mean()) for k, v in knockout_pred.items()},
+        "knockout_uar": {k: uar(v) for k, v in knockout_pred.items()},
+    }
+
+
 def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str], cfg: OrganismConfig) -> dict[str, Any]:
-    """Train on the identification split, evaluate on the evaluation split, save like a checkpoint."""
+    """Train on the identification split, evaluate on the evaluation split, save like a checkpoint.
+
+    `manifest` may hold several corpora (its `corpus` column): the organism then learns from all their
+    identification splits, as a pretrained model has seen varied data, and `metrics.json` reports the
+    held-out metrics pooled and per corpus (`corpora`)."""
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -194,24 +214,21 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
 
     eval_waves = [load_16k_mono(p) for p in evals["path"]]
     eval_y = np.array([label_index[e] for e in evals["emotion"]])
-    acc, pred = evaluate(adapter, eval_waves, eval_y)
     n_layers = model.config.text_config.num_hidden_layers
-    knockout = {f"layer_{l}": evaluate(adapter, eval_waves, eval_y, knockout=[l])[0] for l in range(n_layers)}
-    knockout["all"] = evaluate(adapter, eval_waves, eval_y, knockout=list(range(n_layers)))[0]
-    recall = {l: float((pred[eval_y == i] == i).mean()) for i, l in enumerate(labels)}
-    confusion = pd.crosstab(pd.Series(eval_y).map(dict(enumerate(labels))).rename("true"),
-                            pd.Series(pred).map(dict(enumerate(labels))).rename("predicted"))
+    knockouts = {**{f"layer_{l}": [l] for l in range(n_layers)}, "all": list(range(n_layers))}
+    pred = evaluate(adapter, eval_waves, eval_y)[1]
+    ko_pred = {name: evaluate(adapter, eval_waves, eval_y, knockout=layers)[1] for name, layers in knockouts.items()}
+    per_corpus = {c: heldout_metrics(eval_y[m], pred[m], {k: v[m] for k, v in ko_pred.items()}, labels)
+                  for c in sorted(evals["corpus"].unique()) for m in [(evals["corpus"] == c).to_numpy()]}
+    pooled = heldout_metrics(eval_y, pred, ko_pred, labels)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     extractor.save_pretrained(out_dir)
     metrics = {
-        "heldout_accuracy": acc, "chance": 1.0 / len(labels), "labels": labels,
-        "recall": recall, "knockout_accuracy": knockout,
-        "confusion": {t: {p: int(confusion.loc[t, p]) if p in confusion.columns else 0 for p in labels}
-                      for t in labels if t in confusion.index},
-        "train_seconds": round(train_s, 1), "n_identification": len(ident), "n_evaluation": len(evals),
+        **pooled, "chance": 1.0 / len(labels), "labels": labels, "corpora": per_corpus,
+        "train_seconds": round(train_s, 1), "n_identification": len(ident),
         "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(cfg), "history": history,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -448,14 +448,20 @@ def parse_variant(variant: str) -> tuple[int | None, int | None]:
     return int(m.group(1)), int(m.group(2))
 
 
+#: the variant identified from correctly recognised clips only (the study's success filter), beside 'all'
+CORRECT_ONLY = "correct"
+
+
 def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, variants: Sequence[str], *,
                     seed: int = 0, **kwargs: Any) -> xr.Dataset:
-    """`select` for the full identification set ('all') and each identification-size subsample, stacked
-    along a `variant` dimension: one file per selector, no new model run for the sweep."""
+    """`select` for the full identification set ('all'), each identification-size subsample and the
+    correct-only identification set ('correct'), stacked along a `variant` dimension: one file per
+    selector, no new model run for the sweeps."""
     parts = []
     for v in variants:
-        per_emotion, s = parse_variant(v)
-        ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s, **kwargs)
+        per_emotion, s = (None, None) if v == CORRECT_ONLY else parse_variant(v)
+        options = {**kwargs, "correct_only": True} if v == CORRECT_ONLY else kwargs
+        ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s, **options)
         parts.append(ds.expand_dims(variant=[v]).assign(
             per_emotion=("variant", [-1 if per_emotion is None else per_emotion]),
             subsample_seed=("variant", [seed if s is None else s])))

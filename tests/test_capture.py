@@ -126,14 +126,18 @@ def test_shards_merge_into_the_store_of_one_job(tiny_adapter, tiny_manifest, tmp
 
 KILL_SCRIPT = """
 import sys, time
+from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import make_tiny_adapter
 from esn.capture import capture
 from esn.prepare import load_manifest
 import esn.store as store
-slow_write = store.write_block
-def write(*a, **k):
-    slow_write(*a, **k); time.sleep(0.4)  # leave the killer time to strike between blocks
+real_write = store.write_block
+def write(g, k, values):
+    real_write(g, k, values)
+    if int(g["block_done"][:].sum()) == 2:  # two blocks committed: tell the test, then hang until killed
+        Path({marker!r}).touch()
+        time.sleep(3600)
 store.write_block = write
 capture(make_tiny_adapter(), load_manifest({corpus!r}), {out!r}, groups={groups!r}, batch_size=3, block_size=4,
         attribution=True)
@@ -141,31 +145,27 @@ capture(make_tiny_adapter(), load_manifest({corpus!r}), {out!r}, groups={groups!
 
 
 def test_sigkill_then_resume_gives_identical_store(tiny_corpus, tiny_manifest, tmp_path):
+    """The kill lands after exactly 2 of 6 committed blocks, whatever the machine's speed (no sleeps to race)."""
     reference = tmp_path / "ref.zarr"
     capture(make_tiny_adapter(), tiny_manifest, reference, groups=GROUPS, batch_size=3, block_size=4, attribution=True)
 
-    out = tmp_path / "killed.zarr"
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), corpus=str(tiny_corpus), out=str(out), groups=GROUPS)
+    out, marker = tmp_path / "killed.zarr", tmp_path / "two-blocks-committed"
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), corpus=str(tiny_corpus), out=str(out), groups=GROUPS,
+                                marker=str(marker))
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
-    partial = tmp_path / "killed.zarr.partial"
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(zarr.open_group(partial, mode="r")["block_done"][:].sum())
-        except Exception:
-            done = 0
-        if done >= 2:
-            break
+    deadline = time.time() + 600
+    while not marker.exists():
+        assert proc.poll() is None, "the capture process ended before its kill point"
+        assert time.time() < deadline, "the capture process never committed two blocks"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= done < 6, f"kill should land mid-run (blocks committed: {done})"
-    assert partial.exists() and not out.exists()
+    partial = tmp_path / "killed.zarr.partial"
+    assert int(zarr.open_group(partial, mode="r")["block_done"][:].sum()) == 2 and not out.exists()
 
     summary = capture(make_tiny_adapter(), tiny_manifest, out, groups=GROUPS, batch_size=3, block_size=4,
                       attribution=True)
-    assert summary["resumed"] and summary["captured"] < len(tiny_manifest)
+    assert summary["resumed"] and summary["captured"] == len(tiny_manifest) - 2 * 4
     a, b = store.open_store(reference), store.open_store(out)
     for v in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution", "correct"):
         np.testing.assert_array_equal(a[v].values, b[v].values)

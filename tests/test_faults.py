@@ -1,16 +1,21 @@
 """Faults and determinism of the whole workflow, on the reduced default (tests/configs/reduced.yaml).
 
-Two fresh runs give identical manifests, organisms, neuron sets and intervention tables; a SIGKILLed
-intervention job, re-run, gives the table of an uninterrupted run; a changed model revision, activation
-site, position group or corpus manifest re-runs the stores built from the old one.
+Two fresh runs give identical manifests, organisms, neuron sets and intervention tables; a whole-process-group
+SIGKILL inside an intervention job or between two committed capture blocks, recovered as the README says
+(`--unlock`, then `--rerun-incomplete`), gives the outputs of an uninterrupted run; a changed model revision,
+activation site, position group or corpus manifest re-runs the stores built from the old one.
+
+The kills never race the jobs: the process group is frozen (SIGSTOP) at the kill point, the state is read
+on the frozen group and asserted to be mid-job, then the group is SIGKILLed.
 """
 
 import os
-import random
+import shutil
 import signal
 import subprocess
-import sys
 import time
+from base64 import urlsafe_b64encode
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +23,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
+import zarr
 from safetensors.numpy import load_file
 from test_science import _fresh_copy
-from test_workflow import snakemake
+from test_workflow import SNAKEMAKE, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -65,22 +71,100 @@ def test_two_fresh_runs_are_identical(two_runs):
             assert (a / t).read_bytes() == (b / t).read_bytes()
 
 
+def _incomplete_marker(work: Path, output: str) -> Path:
+    """Snakemake's record that a job producing `output` started and has not finished."""
+    return work / ".snakemake" / "incomplete" / urlsafe_b64encode(output.encode()).decode()
+
+
+def _start(work: Path, *targets: str) -> subprocess.Popen:
+    """Snakemake in its own process group, as a terminal would run it."""
+    cmd = [SNAKEMAKE, *targets, "--cores", "2", "--configfile", str(work / CONFIG)]
+    return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _freeze_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 900) -> None:
+    """Wait until `ready()`, then SIGSTOP the whole process group: the state the kill will leave can then be
+    inspected exactly, with no race against the job. Fails (never passes vacuously) if the run ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"snakemake ended before the kill point ({what})"
+        assert time.monotonic() < deadline, f"never reached the kill point ({what})"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGSTOP)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the whole process group: a dead terminal, SSH session or allocation. Snakemake's lock stays."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _recover(work: Path, *targets: str) -> str:
+    """The README's recipe after a killed run: a plain re-run is refused (the dead run's lock), so unlock with
+    the same config, then re-run with --rerun-incomplete. Returns the re-run's output."""
+    refused = snakemake(*targets, "--cores", "2", "--configfile", str(work / CONFIG), cwd=work)
+    assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr, refused.stderr[-2000:]
+    snakemake(*targets, "--unlock", "--configfile", str(work / CONFIG), cwd=work, check=True)
+    rerun = snakemake(*targets, "--cores", "2", "--configfile", str(work / CONFIG), "--rerun-incomplete",
+                      cwd=work, check=True)
+    return rerun.stdout + rerun.stderr
+
+
+def _job_stats(output: str) -> str:
+    return output.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in output else ""
+
+
 def test_sigkilled_intervention_job_reruns_to_the_same_table(two_runs):
+    """Killed while the intervention job runs (its table absent, its incomplete marker present — checked on
+    the frozen process group), then unlocked and re-run: the table of an uninterrupted run."""
     work = two_runs[1]
     reference = pd.read_parquet(work / TABLE)
     os.remove(work / TABLE)
-    cmd = [str(Path(sys.executable).with_name("snakemake")), TABLE, "--cores", "2", "--configfile", str(work / CONFIG)]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log = work / "logs/intervene/organism/synthetic/mad/synthetic.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "conditions x" in log.read_text()):
-        time.sleep(0.1)
-    time.sleep(random.Random(0).uniform(0.2, 1.5))  # somewhere inside the job
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (work / TABLE).exists() or (work / ".snakemake" / "incomplete").exists()
-    _run(work, "--rerun-incomplete")
+    log, marker = work / "logs/intervene/organism/synthetic/synthetic.log", _incomplete_marker(work, TABLE)
+    log.unlink(missing_ok=True)
+    proc = _start(work, TABLE)
+    _freeze_when(proc, lambda: marker.exists() and log.exists() and "conditions x" in log.read_text(),
+                 "intervention job scoring")
+    inside = marker.exists() and not (work / TABLE).exists()
+    _kill(proc)
+    assert inside, "the kill did not land inside the intervention job"
+    out = _recover(work, TABLE)
+    assert "intervene" in _job_stats(out), out[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(work / TABLE), reference)
+
+
+def test_sigkilled_capture_resumes_from_its_committed_blocks(two_runs):
+    """Killed after k of n committed capture blocks (read on the frozen process group), then unlocked and
+    re-run: capture resumes at block k and the merged store equals the uninterrupted run's."""
+    reference_run, work = two_runs
+    merged = "results/activations/organism/synthetic.zarr"
+    shard = "results/activations/organism/synthetic.shards/0-of-1.zarr"
+    partial = work / (shard + ".partial")
+    shutil.rmtree(work / merged)
+    log = work / "logs/capture/organism/synthetic/0-of-1.log"
+    log.unlink(missing_ok=True)
+
+    def committed() -> int:
+        try:
+            return int(zarr.open_group(partial, mode="r")["block_done"][:].sum())
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+            return 0
+
+    proc = _start(work, merged)
+    _freeze_when(proc, lambda: committed() >= 1, "first capture block committed")
+    done = committed()
+    n_blocks = int(zarr.open_group(partial, mode="r")["block_done"].shape[0])
+    inside = _incomplete_marker(work, shard).exists() and not (work / shard).exists()
+    _kill(proc)
+    assert inside and 1 <= done < n_blocks, f"kill not mid-capture: {done}/{n_blocks} blocks committed"
+    out = _recover(work, merged)
+    assert "capture" in _job_stats(out), out[-3000:]
+    assert f"{n_blocks - done}/{n_blocks} blocks to do (resumed)" in log.read_text()
+    a = xr.open_zarr(reference_run / merged, consolidated=False)
+    b = xr.open_zarr(work / merged, consolidated=False)
+    for v in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution", "correct"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert list(a["utterance"].values) == list(b["utterance"].values)
 
 
 @pytest.mark.parametrize("change", ["revision", "site", "positions", "manifest"])

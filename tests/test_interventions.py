@@ -78,3 +78,103 @@ def test_cuda_out_of_memory_in_interventions_is_split_not_fatal(tiny_adapter, ti
     assert table.attrs["batch_size_that_fit"] == 3
     assert (table["predicted"] == reference["predicted"]).all()
     np.testing.assert_allclose(table["p_happy"], reference["p_happy"], atol=1e-5)
+
+
+# --- label-free injection --------------------------------------------------------------------------
+
+LABELS = ["neutral", "happy", "sad", "angry"]
+
+
+def _injection_conditions(adapter, alphas, seed=0):
+    """Gain on each label's random 10 % set (and a second, 'random', family) plus mix and union over them."""
+    from esn.interventions import injection_conditions
+
+    rng = np.random.default_rng(seed)
+    L, N = adapter.n_layers, adapter.n_neurons
+    out = []
+    for control in ("selected", "random"):
+        masks = {e: rng.random((L, N)) < 0.1 for e in LABELS}
+        out += set_conditions({(e, control, 0.05): m for e, m in masks.items()}, alphas)
+        out += injection_conditions(masks, LABELS, alphas, control, 0.05)
+    return out
+
+
+def _probs(table, adapter):
+    return table[[f"p_{l}" for l in adapter.labels]].to_numpy()
+
+
+def test_every_injection_strategy_at_alpha_zero_is_the_unmodified_model(tiny_manifest):
+    adapter = make_tiny_adapter(seed=3)
+    table = evaluate(adapter, tiny_manifest, _injection_conditions(adapter, [0.0, 4.0]), batch_size=5, max_rows=60)
+    none = table[table["mode"] == "none"].set_index("utterance_id")
+    inject = table[table["mode"] == "inject"]
+    assert set(inject["target"]) == {"2pass", "mix", "union", "oracle"} and set(inject["control"]) == {"selected",
+                                                                                                      "random"}
+    zero = inject[inject["alpha"] == 0.0]
+    for (_, _), rows in zero.groupby(["target", "control"]):
+        rows = rows.set_index("utterance_id").loc[none.index]
+        # equal up to float rounding (the unmodified pass runs as a batch of another row count)
+        np.testing.assert_allclose(_probs(rows, adapter), _probs(none, adapter), atol=1e-6, rtol=0)
+        assert (rows["predicted"] == none["predicted"]).all()
+    # ... and at α = 4 they do change the answer probabilities (the test can fail)
+    four = inject[inject["alpha"] == 4.0]
+    assert all(np.abs(_probs(r.set_index("utterance_id").loc[none.index], adapter) - _probs(none, adapter)).max() > 1e-4
+               for _, r in four.groupby(["target", "control"]))
+
+
+def test_two_pass_is_the_gain_on_the_predicted_emotion_and_the_oracle_where_that_is_right(tiny_manifest):
+    """2-Pass read from the gain rows equals a direct second pass with ê's set (per-row scales, computed
+    here independently), and equals the oracle row for row on the clips the unmodified model gets right."""
+    adapter = make_tiny_adapter(seed=4)
+    conditions = _injection_conditions(adapter, [4.0])
+    table = evaluate(adapter, tiny_manifest, conditions, batch_size=5, max_rows=60)
+    none = table[table["mode"] == "none"].set_index("utterance_id")
+    sets = {c.target: c.neurons for c in conditions if c.mode == "gain" and c.control == "selected"}
+    order = store_order(tiny_manifest)
+    waves = [load_16k_mono(p) for p in order["path"]]
+    predicted = none.loc[order["utterance_id"], "predicted"].to_numpy()
+    direct = np.concatenate([score_conditions(adapter, [w], [Condition("gain", e, alpha=4.0, neurons=sets[e])])[0]
+                             for w, e in zip(waves, predicted)])
+    two_pass = table[(table["mode"] == "inject") & (table["target"] == "2pass") & (table["control"] == "selected")]
+    np.testing.assert_allclose(_probs(two_pass.set_index("utterance_id").loc[order["utterance_id"]], adapter), direct,
+                               atol=1e-5)
+    oracle = table[(table["mode"] == "inject") & (table["target"] == "oracle") & (table["control"] == "selected")]
+    right = none.index[none["predicted"] == none["emotion"]]
+    wrong = none.index[none["predicted"] != none["emotion"]]
+    assert len(right) and len(wrong), "the tiny model should get some clips right and some wrong"
+    a, b = (t.set_index("utterance_id").loc[right] for t in (two_pass, oracle))
+    assert np.array_equal(_probs(a, adapter), _probs(b, adapter)) and (a["predicted"] == b["predicted"]).all()
+    a, b = (t.set_index("utterance_id").loc[wrong] for t in (two_pass, oracle))
+    assert np.abs(_probs(a, adapter) - _probs(b, adapter)).max() > 1e-4  # where ê ≠ e the two differ
+
+
+def test_mix_scales_each_neuron_by_the_probabilities_of_the_sets_holding_it(tiny_manifest):
+    """Mix against per-row scales built by hand: 1 + α·Σ_{e ∋ n} p(e | clip) from the unmodified pass."""
+    from esn.interventions import injection_conditions
+
+    adapter = make_tiny_adapter(seed=5)
+    rng = np.random.default_rng(1)
+    L, N = adapter.n_layers, adapter.n_neurons
+    masks = {e: rng.random((L, N)) < 0.3 for e in LABELS}  # large enough that sets overlap
+    mix = [c for c in injection_conditions(masks, LABELS, [3.0], "selected", 0.05) if c.target == "mix"]
+    waves = [load_16k_mono(p) for p in tiny_manifest["path"].iloc[:5]]
+    got = score_conditions(adapter, waves, [Condition("none")] + mix)
+    p = torch.as_tensor(got[0])
+    scales = {l: 1 + 3.0 * sum(p[:, [LABELS.index(e)]] * torch.as_tensor(masks[e][l], dtype=torch.float32)
+                               for e in LABELS) for l in range(L)}
+    batch = adapter.to_device(adapter.build_batch(waves))
+    with torch.no_grad(), scaled(adapter.site_modules(), scales):
+        want = adapter.label_probabilities(adapter.embed(batch)).numpy()
+    np.testing.assert_allclose(got[1], want, atol=1e-5)
+    assert sum(masks[e] for e in LABELS).max() > 1  # some neuron is in several sets
+
+
+def test_evaluate_shares_forwards_across_tables_and_matches_separate_runs(tiny_manifest):
+    adapter = make_tiny_adapter(seed=6)
+    a, b = _conditions(adapter, np.random.default_rng(7)), _injection_conditions(adapter, [2.0])
+    tables = evaluate(adapter, tiny_manifest, {"a": a, "b": b}, batch_size=5, max_rows=60)
+    for key, conds in (("a", a), ("b", b)):
+        alone = evaluate(adapter, tiny_manifest, conds, batch_size=5, max_rows=60)
+        assert tables[key][["utterance_id", "mode", "target", "control", "alpha", "predicted"]].equals(
+            alone[["utterance_id", "mode", "target", "control", "alpha", "predicted"]])
+        np.testing.assert_allclose(_probs(tables[key], adapter), _probs(alone, adapter), atol=1e-5)

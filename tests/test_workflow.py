@@ -76,7 +76,7 @@ def test_paper_config_plans_the_whole_study(tmp_path):
     identified = {(s["model"], s["identify"]) for s in cfg["studies"]}  # only identification corpora are captured
     assert counts["capture"] == len(identified) * cfg["capture"]["shards"]
     assert counts["merge_shards"] == counts["select"] // len(cfg["selection"]["selectors"]) == len(identified)
-    assert counts["intervene"] == len(cfg["studies"]) * len(cfg["selection"]["selectors"])
+    assert counts["intervene"] == len(cfg["studies"])  # one job per study: every selector shares its forwards
     assert counts["prepare_corpus"] == len(cfg["corpora"]) and "train_organism" not in counts
 
 

@@ -6,6 +6,14 @@ separated by short pauses, plus breath noise. Emotion moves the prosody (F0 leve
 energy, jitter, tilt, breathiness); speakers move base F0 and vocal-tract length, so emotion has to
 be told apart from speaker, as in real corpora. Everything is drawn from `numpy.random.default_rng`
 seeded per utterance, so the corpus is identical for the same config on any machine.
+
+Two things make it differ the way real corpora differ from each other and leave a model room to err:
+- **intensity**: each utterance expresses its emotion with an intensity drawn from `intensity`; its
+  prosody is the neutral prosody moved that far towards the emotion's, so weakly expressed clips are
+  genuinely ambiguous (confused with neutral, as in acted and natural corpora);
+- **rendering** and **channel**: `rendering: b` is a second acting style whose cues overlap only partly
+  with the first (some shifted, some shared); `channel: telephone` passes each clip through a room
+  (reverberation), a 300–3400 Hz telephone band, an automatic gain control and line noise.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import lfilter
+from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
 from esn.corpora.base import Candidate, reader
 from esn.emotions import FOUR_CLASSES, check_emotions
@@ -49,6 +57,24 @@ PROSODY: dict[str, Prosody] = {
     "surprise": Prosody(1.45, 11.0, 4.5, 4.0, 0.010, 0.88, 0.03),
 }
 
+#: A second acting style (corpus `rendering: b`): sad and neutral are rendered as in the first; happy is
+#: calmer (less F0 rise and range, slower), angry is lower-pitched but faster, louder-but-less and rougher.
+PROSODY_B: dict[str, Prosody] = {
+    **PROSODY,
+    "happy": Prosody(1.18, 6.0, 4.8, 2.0, 0.010, 0.91, 0.02),
+    "angry": Prosody(1.05, 4.0, 6.3, 5.0, 0.040, 0.78, 0.04),
+    "fear": Prosody(1.30, 5.0, 7.0, -2.0, 0.050, 0.91, 0.08),
+    "surprise": Prosody(1.35, 9.0, 4.2, 3.0, 0.012, 0.89, 0.03),
+}
+RENDERINGS: dict[str, dict[str, Prosody]] = {"a": PROSODY, "b": PROSODY_B}
+CHANNELS = ("studio", "telephone")
+
+
+def blend(neutral: Prosody, emotion: Prosody, intensity: float) -> Prosody:
+    """The prosody `intensity` of the way from neutral to `emotion` (0 = neutral, 1 = full emotion)."""
+    return Prosody(*[n + intensity * (e - n) for n, e in zip(vars(neutral).values(), vars(emotion).values())])
+
+
 #: Neutral-vowel formants (Hz) of a reference vocal tract; speakers scale them.
 VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480],
                    [660, 1720, 2410], [490, 1350, 1690]], dtype=float)
@@ -61,12 +87,12 @@ class Speaker:
     tract_scale: float
 
 
-def make_speakers(n: int, seed: int) -> list[Speaker]:
+def make_speakers(n: int, seed: int, prefix: str = "spk") -> list[Speaker]:
     """Speakers spread evenly over base F0 100–230 Hz with shuffled vocal-tract scales 0.92–1.15."""
     rng = np.random.default_rng([seed, 7])
     f0 = np.linspace(100, 230, n)
     scale = rng.permutation(np.linspace(0.92, 1.15, n))
-    return [Speaker(f"spk{i:02d}", float(f0[i]), float(scale[i])) for i in range(n)]
+    return [Speaker(f"{prefix}{i:02d}", float(f0[i]), float(scale[i])) for i in range(n)]
 
 
 def _resonator(x: np.ndarray, freq: float, bandwidth: float) -> np.ndarray:
@@ -77,9 +103,11 @@ def _resonator(x: np.ndarray, freq: float, bandwidth: float) -> np.ndarray:
 
 
 def synthesize(emotion: str, speaker: Speaker, rng: np.random.Generator,
-               duration_s: tuple[float, float] = (1.0, 2.0)) -> np.ndarray:
-    """One utterance of `emotion` by `speaker` as float32 samples at 16 kHz."""
-    p = PROSODY[emotion]
+               duration_s: tuple[float, float] = (1.0, 2.0), *, rendering: str = "a",
+               intensity: float = 1.0) -> np.ndarray:
+    """One utterance of `emotion` by `speaker` as float32 samples at 16 kHz (studio channel)."""
+    table = RENDERINGS[rendering]
+    p = blend(table["neutral"], table[emotion], intensity)
     total = int(rng.uniform(*duration_s) * RATE)
     out = np.zeros(total)
     rate_s = p.syllables_per_s * rng.uniform(0.85, 1.15)
@@ -112,17 +140,52 @@ def synthesize(emotion: str, speaker: Speaker, rng: np.random.Generator,
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def telephone(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A room (exponentially decaying reverberation, RT60 0.2–0.6 s), the 300–3400 Hz telephone band, an
+    automatic gain control that halves loudness differences (in dB), and line noise at 12–25 dB SNR."""
+    rt60 = rng.uniform(0.2, 0.6)
+    t = np.arange(int(rt60 * RATE)) / RATE
+    room = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    room[0] = 1.0 / rng.uniform(0.15, 0.5)  # direct-to-reverberant ratio
+    x = fftconvolve(wave.astype(np.float64), room)[:len(wave)]
+    x = sosfilt(butter(4, [300, 3400], btype="bandpass", fs=RATE, output="sos"), x)
+    rms = np.sqrt(np.mean(x ** 2)) + 1e-9
+    target = 0.08 * (rms / 0.08) ** 0.5  # AGC: half of the level difference to 0.08 RMS survives
+    x *= target / rms
+    noise = sosfilt(butter(2, [200, 3600], btype="bandpass", fs=RATE, output="sos"), rng.standard_normal(len(x)))
+    snr_db = rng.uniform(12, 25)
+    x += noise * np.sqrt(np.mean(x ** 2) / (np.mean(noise ** 2) + 1e-12)) * 10 ** (-snr_db / 20)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
 @reader("synthetic")
 def read_synthetic(root: Path | None = None, *, emotions: list[str] | tuple[str, ...] = FOUR_CLASSES,
                    speakers: int = 24, per_speaker_emotion: int = 13, seed: int = 0,
-                   duration_s: tuple[float, float] = (1.0, 2.0)) -> Iterator[Candidate]:
-    """Yield the synthetic corpus; `root` is ignored (nothing is read from disk)."""
+                   duration_s: tuple[float, float] = (1.0, 2.0), intensity: tuple[float, float] = (1.0, 1.0),
+                   rendering: str = "a", channel: str = "studio", speaker_prefix: str = "spk") -> Iterator[Candidate]:
+    """Yield the synthetic corpus; `root` is ignored (nothing is read from disk).
+
+    `intensity` (low, high): each utterance's emotional intensity is drawn uniformly from it (neutral
+    clips are unaffected); `rendering` a | b: the acting style; `channel` studio | telephone;
+    `speaker_prefix`: speaker ids, so two synthetic corpora have different speakers.
+    """
     emotions = check_emotions(list(emotions), "synthetic corpus emotions")
-    for speaker in make_speakers(speakers, seed):
+    if rendering not in RENDERINGS:
+        raise ValueError(f"synthetic corpus: unknown rendering {rendering!r}; choose one of {sorted(RENDERINGS)}")
+    if channel not in CHANNELS:
+        raise ValueError(f"synthetic corpus: unknown channel {channel!r}; choose one of {list(CHANNELS)}")
+    low, high = (float(x) for x in intensity)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"synthetic corpus: intensity must be (low, high) with 0 <= low <= high <= 1, not {intensity}")
+    for speaker in make_speakers(speakers, seed, speaker_prefix):
         for emotion in emotions:
             for k in range(per_speaker_emotion):
                 uid = f"{speaker.id}_{emotion}_{k:03d}"
                 rng = np.random.default_rng([seed, zlib.crc32(uid.encode())])
-                wave = synthesize(emotion, speaker, rng, tuple(duration_s))
+                strength = float(rng.uniform(low, high))
+                wave = synthesize(emotion, speaker, rng, tuple(duration_s), rendering=rendering, intensity=strength)
+                if channel == "telephone":
+                    wave = telephone(wave, rng)
                 yield Candidate(uid, (wave, RATE), emotion, speaker.id, raw_label=emotion,
-                                extra={"base_f0": speaker.base_f0, "tract_scale": speaker.tract_scale})
+                                extra={"base_f0": speaker.base_f0, "tract_scale": speaker.tract_scale,
+                                       "intensity": strength if emotion != "neutral" else 0.0})

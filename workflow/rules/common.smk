@@ -19,8 +19,15 @@ def _check_config():
     for name, model in config["models"].items():
         if model["trust_remote_code"] and not model["revision"]:
             raise ValueError(f"config models.{name}: trust_remote_code needs a pinned revision")
-        if model["organism"] and config["organism"]["corpus"] not in config["corpora"]:
-            raise ValueError(f"config organism.corpus: {config['organism']['corpus']!r} is not a key of corpora")
+        if model["organism"]:
+            for corpus in config["organism"]["corpora"]:
+                if corpus not in config["corpora"]:
+                    raise ValueError(f"config organism.corpora: {corpus!r} is not a key of corpora "
+                                     f"(known: {sorted(config['corpora'])})")
+            classes = {tuple(config["corpora"][c]["classes"]) for c in config["organism"]["corpora"]}
+            if len(classes) > 1:
+                raise ValueError(f"config organism.corpora: the organism's corpora must share one class list, "
+                                 f"not {sorted(classes)}")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
@@ -99,9 +106,11 @@ def shard_stores(wildcards):
 
 
 def variants():
-    """Selection variants: the full identification set, and the identification-size sweep subsamples."""
+    """Selection variants: the full identification set, the identification-size sweep subsamples, and the
+    correct-only identification set (when `selection.compare_correct_only`)."""
     sizes, seeds = config["selection"]["id_sizes"], config["selection"]["id_seeds"]
-    return ["all"] + [f"n{n}s{s}" for n in sizes for s in seeds]
+    correct = ["correct"] if config["selection"]["compare_correct_only"] else []
+    return ["all"] + [f"n{n}s{s}" for n in sizes for s in seeds] + correct
 
 
 def identification_pairs():
@@ -153,7 +162,7 @@ def organism_models():
 
 
 def intervention_table(model, id_corpus, selection, eval_corpus, kind):
-    """kind: conditions | delta_recall (both written by rule metrics)."""
+    """kind: conditions | delta_recall | summary | injection (written by rule metrics)."""
     return f"results/tables/interventions/{model}/{id_corpus}/{selection}/{eval_corpus}.{kind}.csv"
 
 
@@ -197,8 +206,12 @@ def study_figure_kinds():
     kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
     if config["intervention"]["alphas"]:
         kinds.insert(2, "strength")
-    if len(variants()) > 1:
+    if config["selection"]["id_sizes"]:
         kinds.append("id_size")
+    if config["selection"]["compare_correct_only"]:
+        kinds.append("correct_only")
+    if config["intervention"]["injection"] and config["intervention"]["alphas"]:
+        kinds.append("injection")
     return kinds
 
 
@@ -206,5 +219,6 @@ FIGURES = (
     [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e in main_studies() for kind in study_figure_kinds()
      for ext in ("pdf", "png")]
     + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
+    + [f"results/tables/transfer/{m}.csv" for m in sorted({s["model"] for s in STUDIES})]
     + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
 )

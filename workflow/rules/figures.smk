@@ -155,6 +155,48 @@ rule figure_id_size:
         "../scripts/figure.py"
 
 
+rule figure_injection:
+    """Label-free injection (2-Pass, Mix, Union) beside the oracle: change of UAR vs α per selector."""
+    input:
+        lib=LIB["figures"],
+        tables=figure_selector_tables("injection"),
+    output:
+        pdf=f"{FIGURE_DIR}/injection.pdf",
+        png=report(f"{FIGURE_DIR}/injection.png", caption="../report/injection.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "10 label-free injection", "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/injection.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_correct_only:
+    """Identification from all clips vs from correctly recognised clips only."""
+    input:
+        lib=LIB["figures"],
+        summaries=figure_selector_tables("summary"),
+        stability=neuron_table("stability"),
+    output:
+        pdf=f"{FIGURE_DIR}/correct_only.pdf",
+        png=report(f"{FIGURE_DIR}/correct_only.png", caption="../report/correct_only.rst", category=FIGURE_CATEGORY,
+                   subcategory=FIGURE_STUDY, labels={"figure": "11 correct-only identification",
+                                                     "study": FIGURE_STUDY}),
+    params:
+        selectors=SELECTORS,
+        fraction=config["intervention"]["fraction"],
+    log:
+        f"{FIGURE_LOG}/correct_only.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/figure.py"
+
+
 rule figure_transfer:
     """Cross-corpus transfer matrix of mean specificity, all studies of a model."""
     input:

@@ -1,21 +1,25 @@
 rule intervene:
-    """Deactivation and gain of each emotion's set (and its random control) on the evaluation split."""
+    """Deactivation, gain and label-free injection with each emotion's set (and its random control) on the
+    evaluation split, for every selector in one job: the model is loaded once and every selector's conditions
+    share each clip's audio embedding and unmodified pass. A transfer study (identify != evaluate) runs
+    main-size deactivation only (unless `intervention.transfer_sweeps`)."""
     input:
         lib=LIB["intervene"],
-        selection="results/neurons/{model}/{id_corpus}/{selector}.zarr",
+        selections=expand("results/neurons/{{model}}/{{id_corpus}}/{selector}.zarr", selector=SELECTORS),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
-        "results/interventions/{model}/{id_corpus}/{selector}/{eval_corpus}.parquet",
+        expand("results/interventions/{{model}}/{{id_corpus}}/{selector}/{{eval_corpus}}.parquet", selector=SELECTORS),
     params:
         model=lambda wc: canonical(config["models"][wc.model]),
         intervention=canonical(config["intervention"]),
+        selectors=SELECTORS,
         device=config["device"],
     threads: 2
     resources:
         gpu=model_gpu,
     log:
-        "logs/intervene/{model}/{id_corpus}/{selector}/{eval_corpus}.log",
+        "logs/intervene/{model}/{id_corpus}/{eval_corpus}.log",
     conda:
         model_env
     script:
@@ -46,7 +50,7 @@ rule knockout:
 
 
 rule metrics:
-    """Accuracy, recall, UAR, macro-F1, Δrecall, specificity and flip rate with bootstrap CIs."""
+    """Accuracy, recall, UAR, macro-F1, Δrecall, specificity, flip rate and label-free injection, with bootstrap CIs."""
     input:
         lib=LIB["metrics"],
         table="results/interventions/{path}.parquet",
@@ -54,6 +58,7 @@ rule metrics:
         conditions="results/tables/interventions/{path}.conditions.csv",
         delta="results/tables/interventions/{path}.delta_recall.csv",
         summary="results/tables/interventions/{path}.summary.csv",
+        injection="results/tables/interventions/{path}.injection.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
         seed=config["seed"],
@@ -80,3 +85,22 @@ rule knockout_table:
         "../envs/esn.yaml"
     script:
         "../scripts/knockout_table.py"
+
+
+rule transfer_table:
+    """Δrecall per (identify, evaluate, selector, control, target, class) at the main set size: every study of a
+    model in one tidy table (the transfer matrix's numbers, with their CIs)."""
+    input:
+        lib=LIB["metrics"],
+        tables=figure_transfer_tables,
+    output:
+        "results/tables/transfer/{model}.csv",
+    params:
+        studies=lambda wildcards: figure_transfer_keys(wildcards.model),
+        fraction=config["intervention"]["fraction"],
+    log:
+        "logs/transfer_table/{model}.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/transfer_table.py"

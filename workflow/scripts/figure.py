@@ -43,13 +43,19 @@ elif kind == "overlap":
                    fraction=p.fraction, title=f"{wc.model} · identify {wc.id_corpus}")
 elif kind == "id_size":
     rows = all_selector_rows(inp.full)
-    sweep = rows[rows["variant"] != "all"].copy()
+    sweep = rows[~rows["variant"].isin(["all", "correct"])].copy()
     sweep["n"], sweep["seed"] = zip(*[F.parse_variant(v) for v in sweep["variant"]]) if len(sweep) else ([], [])
     F.plot_id_size(sweep, rows[rows["variant"] == "all"], F.read_tables([inp.stability]), out,
                    fraction=p.fraction, selectors=p.selectors, title=study)
 elif kind == "transfer":
     keys = [dict(identify=i, evaluate=e, selector=s) for i, e, s in p.studies]
     F.plot_transfer(F.read_tables(inp.tables, keys), out, fraction=p.fraction, selectors=p.selectors, title=study)
+elif kind == "injection":
+    F.plot_injection(F.read_tables(inp.tables, [{"selector": s} for s in p.selectors]), out, fraction=p.fraction,
+                     selectors=p.selectors, title=study)
+elif kind == "correct_only":
+    F.plot_correct_only(all_selector_rows(inp.summaries), F.read_tables([inp.stability]), out, fraction=p.fraction,
+                        selectors=p.selectors, title=study)
 elif kind == "confusion":
     with open(inp.metrics) as f:
         F.plot_confusion(json.load(f), out, title=study)

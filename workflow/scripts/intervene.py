@@ -16,10 +16,14 @@ manifest = manifest[manifest["split"] == "evaluation"]
 labels = snakemake.config["corpora"][snakemake.wildcards.eval_corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 if snakemake.rule == "knockout":
-    conditions = knockout_conditions(adapter.n_layers, adapter.n_neurons)
-else:
-    conditions = selection_conditions(open_selection(snakemake.input.selection), labels, cfg["fractions"],
-                                      cfg["fraction"], cfg["alphas"])
-log.info("%d conditions x %d utterances", len(conditions) + 1, len(manifest))
-table = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
-table.to_parquet(snakemake.output[0], index=False)
+    conditions = {snakemake.output[0]: knockout_conditions(adapter.n_layers, adapter.n_neurons)}
+else:  # one table per selector (outputs in the order of params.selectors)
+    sweeps = snakemake.wildcards.id_corpus == snakemake.wildcards.eval_corpus or cfg["transfer_sweeps"]
+    conditions = {out: selection_conditions(open_selection(path), labels, cfg["fractions"], cfg["fraction"],
+                                            cfg["alphas"], sweeps=sweeps, injection=cfg["injection"])
+                  for out, path in zip(snakemake.output, snakemake.input.selections)}
+log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
+         ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))
+tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
+for out, table in tables.items():
+    table.to_parquet(out, index=False)

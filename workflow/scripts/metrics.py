@@ -10,4 +10,5 @@ out = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake
 out["conditions"].to_csv(snakemake.output.conditions, index=False)
 out["delta_recall"].to_csv(snakemake.output.delta, index=False)
 out["summary"].to_csv(snakemake.output.summary, index=False)
+out["injection"].to_csv(snakemake.output.injection, index=False)
 log.info("mean over targets:\n%s", out["summary"].to_string(index=False))
