@@ -1,9 +1,11 @@
 """Causal tests: deactivate (a ← 0), amplify (a ← (1+α)·a) or knock out whole MLP layers, then score.
 
-The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one scoring
-forward (no generation); the audio tower runs once per clip and its output is reused by every
-condition (`AudioLMAdapter.embed` then `decode_last` over repeated rows); many conditions share one
-forward through a per-row scale tensor at the MLP site; clips are length-bucketed.
+The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one answer
+step per condition (`AudioLMAdapter.label_logprobs`: one forward, or for multi-token labels a prefix
+forward plus one continuation forward over its KV cache; no generation); the audio tower runs once per
+clip and its output is reused by every condition (`AudioLMAdapter.embed`, then the answer step over
+repeated rows); many conditions share one forward through a per-row scale tensor at the MLP site
+(acting on the continuation positions too); clips are length-bucketed.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], condi
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[Condition], *,
              batch_size: int = 16, max_rows: int = 256) -> pd.DataFrame:
-    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table."""
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
+    with the label scoring (`scoring`: full_label | first_token) as a column that the metrics carry."""
     conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
     utterances = store_order(manifest)
     frames = []
@@ -141,6 +144,7 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[C
         for c, p in zip(conditions, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})
+            frame["scoring"] = adapter.scorer.mode
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
