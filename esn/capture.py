@@ -42,7 +42,13 @@ class BatchStatistics:
 
 def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
                      *, true_label: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> BatchStatistics:
-    """One forward (plus one backward when `true_label` is given, for attribution) with reducing hooks."""
+    """One answer step (plus one backward when `true_label` is given, for attribution) with reducing hooks.
+
+    The statistics cover the prompt positions (the first pass at each layer). With multi-token labels
+    the answer step also runs a continuation pass over the label tokens (`AudioLMAdapter.decode_labels`):
+    its positions count in the attribution only — an intervention scales them too, so a × ∂log p/∂a
+    summed over every position the answer step runs is the first-order effect of a gain.
+    """
     batch = adapter.to_device(batch)
     masks = batch.position_groups(groups)                       # [G, B, T]
     counts = masks.sum(-1).transpose(0, 1)                       # [B, G]
@@ -51,9 +57,19 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
     sums = torch.zeros(B, G, L, N, device=dev)
     positive = torch.zeros(B, G, L, N, device=dev)
     kept: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    answered: dict[int, list[torch.Tensor]] = {l: [] for l in range(L)}
     valid = batch.attention_mask.float()
 
     def reduce(layer: int, a: torch.Tensor) -> None:
+        if layer in seen:
+            # a later pass of the answer step at this layer: the continuation of whole-label scoring
+            # (label tokens, not prompt positions): no statistics, but part of the attribution
+            if true_label is not None:
+                a.retain_grad()
+                answered[layer].append(a)
+            return None
+        seen.add(layer)
         af = a.detach().float()
         sums[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, af)
         positive[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, (af > 0).float())
@@ -71,6 +87,7 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
         if true_label is not None:
             logp.gather(1, true_label.to(dev)[:, None]).sum().backward()
             attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).float())
+                                       + sum(((a * a.grad).float().sum(1) for a in answered[l]), torch.zeros((), device=dev))
                                        for l in range(L)], dim=1)
     denom = counts.clamp(min=1)[:, :, None, None]
     out = torch.cat([(sums / denom).to(dtype), (positive / denom).to(dtype)], dim=1)

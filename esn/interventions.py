@@ -12,10 +12,12 @@ at the main set size, each beside its layer-matched random counterpart (control 
 - `union`: gain α on the union of all emotions' sets; no prediction needed.
 - `oracle`: gain on the true emotion's set (again read from the gain rows) — an upper bound, not label-free.
 
-The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one scoring
-forward (no generation); the audio tower runs once per clip and its output is reused by every
-condition (`AudioLMAdapter.embed` then `decode_last` over repeated rows); many conditions share one
-forward through a per-row scale tensor at the MLP site; clips are length-bucketed.
+The cost of a study is (utterances × conditions) decoder passes, so each is made cheap: one answer
+step per condition (`AudioLMAdapter.label_logprobs`: one forward, or for multi-token labels a prefix
+forward plus one continuation forward over its KV cache; no generation); the audio tower runs once per
+clip and its output is reused by every condition (`AudioLMAdapter.embed`, then the answer step over
+repeated rows); many conditions share one forward through a per-row scale tensor at the MLP site
+(acting on the continuation positions too); clips are length-bucketed.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
              max_rows: int = 256) -> pd.DataFrame | dict[str, pd.DataFrame]:
-    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table.
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
+    with the label scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
 
     Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
@@ -219,6 +222,7 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
         for c, key, p in zip(flat, owner, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})
+            frame["scoring"] = adapter.scorer.mode
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")

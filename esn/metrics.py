@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer"]
+#: table-wide provenance columns: one value per table, copied onto every output table
+CARRIED = ["scoring"]
 
 
 def _pivot(table: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
@@ -55,7 +57,15 @@ def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Tables `conditions` (accuracy, UAR, macro-F1, per-class recall, target share, flip rate) and
-    `delta_recall` (Δrecall[target, class] and specificity against the unmodified model), with CIs."""
+    `delta_recall` (Δrecall[target, class] and specificity against the unmodified model), with CIs.
+    Provenance columns (`CARRIED`, e.g. the label scoring) are copied onto every output table; a table
+    mixing two values of one is refused (its conditions would not be comparable)."""
+    carried = {}
+    for col in (c for c in CARRIED if c in table.columns):
+        values = table[col].unique()
+        if len(values) != 1:
+            raise ValueError(f"the table mixes {col} values {sorted(map(str, values))}: score all conditions alike")
+        carried[col] = values[0]
     conds, y, pred, _ = _pivot(table, labels)
     C = len(labels)
     w = bootstrap_weights(len(y), n_boot, seed)
@@ -103,7 +113,11 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             long.append({**conds.iloc[k].to_dict(), "class": labels[c], "delta_recall": est, "lo": lo, "hi": hi})
         est, lo, hi = ci(spec)
         long.append({**conds.iloc[k].to_dict(), "class": "specificity", "delta_recall": est, "lo": lo, "hi": hi})
-    return {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary, "injection": injection}
+    out = {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary, "injection": injection}
+    for frame in out.values():
+        for col, value in carried.items():
+            frame[col] = value
+    return out
 
 
 INJECTION_COLUMNS = ["strategy", "control", "fraction", "alpha", "statistic", "estimate", "lo", "hi",

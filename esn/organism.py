@@ -76,8 +76,9 @@ class OrganismConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_tokenizer(prompt: str, vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on the prompt and chat words, with one token per emotion word."""
+def build_tokenizer(prompt: str, vocab_size: int, label_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the prompt and chat words, with one token per emotion word (unless
+    `label_tokens` is False: then emotion words split into several tokens, as in real vocabularies)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -88,7 +89,8 @@ def build_tokenizer(prompt: str, vocab_size: int) -> PreTrainedTokenizerFast:
     tok.train_from_iterator(text * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    padding_side="left")
-    fast.add_tokens([w for e in EMOTIONS for w in (e, e.capitalize())])
+    if label_tokens:
+        fast.add_tokens([w for e in EMOTIONS for w in (e, e.capitalize())])
     fast.chat_template = CHAT_TEMPLATE
     return fast
 

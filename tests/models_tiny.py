@@ -122,11 +122,12 @@ def build_af3(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_qwen2_audio(folder: str | Path, seed: int = 0) -> Path:
-    """A tiny Qwen2-Audio with its real processor class and (default) chat template."""
+def build_qwen2_audio(folder: str | Path, seed: int = 0, label_tokens: bool = True) -> Path:
+    """A tiny Qwen2-Audio with its real processor class and (default) chat template (emotion words
+    multi-token when `label_tokens` is False)."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    tok = build_tokenizer(PROMPT, 300)
+    tok = build_tokenizer(PROMPT, 300, label_tokens=label_tokens)
     config = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=1,
                           encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32, max_source_positions=1500),

@@ -244,15 +244,20 @@ def test_deactivation_and_gain_agree_across_sites(family):
     assert not torch.allclose(la, split_logits(adapter, batch), atol=1e-4)   # the intervention did something
 
 
-def test_label_words_sharing_a_first_token_are_refused(family):
+def test_label_words_sharing_a_first_token(family):
+    """first_token scoring cannot tell 'sad' from 'sadness' and refuses them; full_label scores them to the
+    end-of-answer token (Kimi-Audio, which has no continuation path, refuses multi-token labels)."""
     name, adapter, _, _ = family
     with pytest.raises(ValueError, match="'sad' and 'sadness'"):
-        LabelScorer(adapter.tokenizer, ["neutral", "sad", "sadness"])
+        LabelScorer(adapter.tokenizer, ["neutral", "sad", "sadness"], mode="first_token")
+    scorer = LabelScorer(adapter.tokenizer, ["neutral", "sad", "sadness"])
+    assert any("'sad'" in r and "'sadness'" in r for r in scorer.prefix_relations)
+    assert scorer.end_token_id == adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
     with pytest.raises(ValueError, match="sad"):
         if name == "kimi_audio":
             KimiAudioAdapter(adapter.model, adapter.builder, ["sad", "sadness"], PROMPT)
         else:
-            type(adapter).load(adapter.source, labels=["sad", "sadness"], prompt=PROMPT)
+            type(adapter).load(adapter.source, labels=["sad", "sadness"], prompt=PROMPT, scoring="first_token")
 
 
 def test_provenance_names_the_real_class(family):

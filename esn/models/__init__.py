@@ -30,4 +30,5 @@ def load_adapter(spec: dict[str, Any], labels: list[str], device: str = "cpu") -
     return adapter_class(spec["adapter"]).load(
         spec["path"], labels=labels, prompt=spec["prompt"], revision=spec.get("revision"),
         dtype=spec.get("dtype", "float32"), device=device, site=spec.get("site", "act_fn"),
-        system_prompt=spec.get("system_prompt"), trust_remote_code=bool(spec.get("trust_remote_code")))
+        system_prompt=spec.get("system_prompt"), trust_remote_code=bool(spec.get("trust_remote_code")),
+        scoring=spec.get("scoring", "full_label"), synonyms=spec.get("synonyms") or {})

@@ -4,11 +4,14 @@ An adapter turns (waveforms, prompt) into the checkpoint's own inputs, and expos
 study needs: the decoder layers, the MLP activation site, the audio-token positions, and the answer
 logits. The forward pass is split in two so interventions can reuse the audio tower's output across
 many conditions: `embed` (audio tower + text embeddings + positions, once per clip) and
-`decode_last` (the decoder over those embeddings, logits at the answer position only).
+`decode_last` (the decoder over those embeddings, logits at the answer position only). Labels are
+scored by `label_logprobs` — from `decode_last` alone when every label is one token, else by whole-label
+scoring over a KV cache of the prefix (`decode_labels`; see `LabelScorer`).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,43 +62,179 @@ class Embedded:
         return Embedded(self.inputs_embeds[rows], self.attention_mask[rows], pos)
 
 
-class LabelScorer:
-    """Closed-set scoring from the answer-position logits, without generation.
+#: How a label is scored (config key `models.<m>.scoring`): `full_label` teacher-forces each label's whole
+#: token sequence; `first_token` reads only its first token at the answer position (cheaper, biased by
+#: real vocabularies where a label's first token is a fragment such as 'f' or 'C').
+SCORING_MODES = ("full_label", "first_token")
 
-    A label's score is the logsumexp of the log-probabilities of its variants' first tokens (bare and
-    Capitalised, no leading space); the label probabilities are those scores renormalised over the
-    labels. Labels whose first tokens collide cannot be told apart, so they are refused.
+#: The end-of-answer token appended to every continuation when one label's token sequence is a prefix
+#: of another label's (see `LabelScorer`); the Qwen chat end token, else the tokenizer's eos.
+END_OF_ANSWER = "<|im_end|>"
+
+
+def _surface_forms(label: str, synonyms: list[str]) -> list[str]:
+    """A label's surface variants, in order without repeats: bare, Capitalised, then each synonym likewise."""
+    forms: list[str] = []
+    for word in [label, *synonyms]:
+        for form in (word, word.capitalize()):
+            if form not in forms:
+                forms.append(form)
+    return forms
+
+
+def _is_proper_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return len(a) < len(b) and b[:len(a)] == a
+
+
+class LabelScorer:
+    """Closed-set label scoring at the answer position, without generation.
+
+    Each label has surface variants: bare, Capitalised (no leading space) and any configured synonyms.
+
+    - `first_token`: a label's score is the logsumexp of the log-probabilities of its variants' first
+      tokens. Exact when every label is one token; otherwise biased, as a fragment like 'f' or 'C'
+      starts thousands of words. Labels sharing a first token are refused.
+    - `full_label` (default): a variant's score is the log-probability of its whole token sequence after
+      the answer prefix (teacher-forced), i.e. of the event "the answer starts with this variant";
+      a label's score is the logsumexp over its variants (a variant that extends another variant of
+      the same label is dropped: its event is contained in the shorter one's). Events of different
+      labels are disjoint as long as no label's sequence is a token-prefix of another label's, so the
+      renormalised scores are the probability of each label given that the answer is one of them.
+      If some label's sequence IS a prefix of another's ('sad' / 'sadness'), the shorter event would
+      contain the longer one; then the end-of-answer token (`<|im_end|>`, else eos) is appended to
+      EVERY variant, scoring "the answer is exactly this variant", which makes all events disjoint
+      again; the relations are reported in `prefix_relations` and the provenance. Identical sequences
+      across labels cannot be told apart and are refused. When every variant is one token (and no end
+      token is needed) `full_label` is exactly `first_token` and runs in one pass (`one_pass`).
+
+    The label probabilities are the scores renormalised over the labels.
     """
 
-    def __init__(self, tokenizer: Any, labels: list[str]):
-        self.labels = list(labels)
-        firsts: list[list[int]] = []
+    def __init__(self, tokenizer: Any, labels: list[str], *, mode: str = "full_label",
+                 synonyms: dict[str, list[str]] | None = None):
+        if mode not in SCORING_MODES:
+            raise ValueError(f"unknown scoring {mode!r}; choose one of {SCORING_MODES}")
+        synonyms = dict(synonyms or {})
+        unknown = set(synonyms) - set(labels)
+        if unknown:
+            raise ValueError(f"synonyms given for {sorted(unknown)}, which are not labels ({labels})")
+        self.labels, self.mode, self.tokenizer = list(labels), mode, tokenizer
+        self.forms = {l: _surface_forms(l, list(synonyms.get(l, []))) for l in self.labels}
+        self.sequences: dict[str, list[tuple[int, ...]]] = {
+            l: [tuple(tokenizer.encode(f, add_special_tokens=False)) for f in forms] for l, forms in self.forms.items()}
+        self.first_token_ids = [sorted({s[0] for s in seqs}) for seqs in self.sequences.values()]
+        self.prefix_relations: list[str] = []
+        self.end_token_id: int | None = None
+        if mode == "first_token":
+            self._check_first_tokens()
+            variants = [(i, (t,)) for i, ids in enumerate(self.first_token_ids) for t in ids]
+        else:
+            variants = self._full_label_variants()
+        self.variants = variants
+        self.one_pass = all(len(s) == 1 for _, s in variants)
+        self._build(variants)
+
+    # --- construction ----------------------------------------------------------------------------
+    def render(self, ids: tuple[int, ...] | list[int]) -> str:
+        """Token ids as their token strings, for messages and tables."""
+        return "+".join(repr(self.tokenizer.convert_ids_to_tokens(int(i))) for i in ids)
+
+    def _check_first_tokens(self) -> None:
         owner: dict[int, str] = {}
-        for label in self.labels:
-            ids = sorted({tokenizer.encode(v, add_special_tokens=False)[0]
-                          for v in (label, label.capitalize())})
+        for label, ids in zip(self.labels, self.first_token_ids):
             for i in ids:
                 if i in owner:
                     raise ValueError(f"labels {owner[i]!r} and {label!r} share the first token {i} "
-                                     f"({tokenizer.convert_ids_to_tokens(i)!r}); choose other label words")
+                                     f"({self.render([i])}); choose other label words or scoring: full_label")
                 owner[i] = label
-            firsts.append(ids)
-        self.first_token_ids = firsts
-        width = max(len(ids) for ids in firsts)
-        index = torch.tensor([ids + [ids[0]] * (width - len(ids)) for ids in firsts])
-        valid = torch.tensor([[True] * len(ids) + [False] * (width - len(ids)) for ids in firsts])
-        self._index, self._valid = index, valid
+
+    def _full_label_variants(self) -> list[tuple[int, tuple[int, ...]]]:
+        owner: dict[tuple[int, ...], str] = {}
+        for label, seqs in self.sequences.items():
+            for s in seqs:
+                if owner.get(s, label) != label:
+                    raise ValueError(f"labels {owner[s]!r} and {label!r} have the same token sequence {self.render(s)}: "
+                                     f"they cannot be told apart; choose other label words")
+                owner[s] = label
+        for a, la in owner.items():
+            for b, lb in owner.items():
+                if la != lb and _is_proper_prefix(a, b):
+                    self.prefix_relations.append(f"{la!r} {self.render(a)} is a prefix of {lb!r} {self.render(b)}")
+        if self.prefix_relations:
+            end = self.tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
+            if end is None or end == getattr(self.tokenizer, "unk_token_id", None):
+                end = getattr(self.tokenizer, "eos_token_id", None)
+            if end is None:
+                raise ValueError(f"label token prefixes ({'; '.join(self.prefix_relations)}) need an end-of-answer "
+                                 f"token, and the tokenizer has neither {END_OF_ANSWER} nor an eos token")
+            self.end_token_id = int(end)
+        variants = []
+        for i, seqs in enumerate(self.sequences.values()):
+            unique = list(dict.fromkeys(seqs))
+            if self.end_token_id is None:  # 'starts with' events: a longer variant is inside a shorter one
+                unique = [s for s in unique if not any(_is_proper_prefix(o, s) for o in unique)]
+            variants += [(i, s + ((self.end_token_id,) if self.end_token_id is not None else ())) for s in unique]
+        return variants
+
+    def _build(self, variants: list[tuple[int, tuple[int, ...]]]) -> None:
+        """Index tensors: first tokens per variant, and the packed continuation (every variant's tokens
+        but its last, one segment per variant) with each position's target token and variant."""
+        n_labels = len(self.labels)
+        self._first = torch.tensor([s[0] for _, s in variants])
+        self._label_of = torch.zeros(n_labels, len(variants), dtype=torch.bool)
+        for v, (i, _) in enumerate(variants):
+            self._label_of[i, v] = True
+        ids, targets, offsets, owner = [], [], [], []
+        for v, (_, s) in enumerate(variants):
+            ids += s[:-1]
+            targets += s[1:]
+            offsets += range(len(s) - 1)
+            owner += [v] * (len(s) - 1)
+        self.continuation_ids = torch.tensor(ids, dtype=torch.long)
+        self.continuation_offsets = torch.tensor(offsets, dtype=torch.long)
+        self._targets = torch.tensor(targets, dtype=torch.long)
+        owner_t = torch.tensor(owner, dtype=torch.long)
+        self._position_variant = torch.zeros(len(ids), len(variants))
+        self._position_variant[torch.arange(len(ids)), owner_t] = 1.0
+        #: [L, L] which continuation positions each may attend to: its own variant's, causally
+        self.continuation_block = (owner_t[:, None] == owner_t[None, :]) & (
+            torch.arange(len(ids))[:, None] >= torch.arange(len(ids))[None, :])
+
+    # --- scoring ---------------------------------------------------------------------------------
+    def _combine(self, variant_scores: torch.Tensor) -> torch.Tensor:
+        """Per-label logsumexp over the label's variants: [R, n_variants] -> [R, n_labels]."""
+        mask = self._label_of.to(variant_scores.device)
+        expanded = variant_scores[:, None, :].masked_fill(~mask[None], float("-inf"))
+        return torch.logsumexp(expanded, dim=-1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per-label log-probabilities [R, n_labels] from answer-position logits [R, V]."""
+        """One-pass label scores [R, n_labels] from answer-position logits [R, V] (every variant one token)."""
+        if not self.one_pass:
+            raise ValueError(f"{self.mode} scoring of multi-token labels needs the continuation pass "
+                             f"(AudioLMAdapter.label_logprobs), not the answer-position logits alone")
         logp = torch.log_softmax(logits.float(), dim=-1)
-        picked = logp[:, self._index.to(logits.device)]
-        picked = picked.masked_fill(~self._valid.to(logits.device), float("-inf"))
-        return torch.logsumexp(picked, dim=-1)
+        return self._combine(logp[:, self._first.to(logits.device)])
+
+    def sequence_scores(self, logits: torch.Tensor, continuation_logp: torch.Tensor) -> torch.Tensor:
+        """Whole-label scores [R, n_labels] from answer-position logits [R, V] and the log-probabilities
+        of the continuation targets [R, L] (`continuation_targets`)."""
+        first = torch.log_softmax(logits.float(), dim=-1)[:, self._first.to(logits.device)]
+        rest = continuation_logp.float() @ self._position_variant.to(logits.device)
+        return self._combine(first + rest)
+
+    def continuation_targets(self, device: torch.device | str) -> torch.Tensor:
+        """The token each continuation position must predict [L]."""
+        return self._targets.to(device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Label probabilities renormalised over the closed set [R, n_labels]."""
+        """Label probabilities renormalised over the closed set [R, n_labels] (one-pass scoring)."""
         return torch.softmax(self.scores(logits), dim=-1)
+
+    def describe(self) -> dict[str, str]:
+        """What a store or table records about the scoring."""
+        return {"scoring": self.mode,
+                "scoring_end_token": "" if self.end_token_id is None else self.render([self.end_token_id]),
+                "scoring_variants": "; ".join(f"{self.labels[i]}={self.render(s)}" for i, s in self.variants)}
 
 
 class AudioLMAdapter:
@@ -105,11 +244,12 @@ class AudioLMAdapter:
     audio_token: str = ""
 
     def __init__(self, model: nn.Module, tokenizer: Any, labels: list[str], prompt: str,
-                 *, site: str = "act_fn", source: str = "", revision: str | None = None):
+                 *, site: str = "act_fn", source: str = "", revision: str | None = None,
+                 scoring: str = "full_label", synonyms: dict[str, list[str]] | None = None):
         if site not in SITES:
             raise ValueError(f"unknown activation site {site!r}; choose one of {SITES}")
         self.model, self.tokenizer, self.prompt, self.site = model.eval(), tokenizer, prompt, site
-        self.scorer = LabelScorer(tokenizer, labels)
+        self.scorer = LabelScorer(tokenizer, labels, mode=scoring, synonyms=synonyms)
         self.labels = self.scorer.labels
         self.source, self.revision = source, revision
         self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
@@ -173,13 +313,60 @@ class AudioLMAdapter:
         return Batch({k: v.to(dev) for k, v in batch.inputs.items()}, batch.attention_mask.to(dev),
                      batch.audio_mask.to(dev))
 
+    def decode_labels(self, embedded: Embedded) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole-label scoring in two decoder passes over the same R rows.
+
+        Pass 1 runs the prefix (prompt + audio) once and keeps its KV cache; its last position gives the
+        answer-position logits [R, V]. Pass 2 runs the scorer's packed continuation — every variant's
+        tokens but its last, one segment per variant, the same for every row — over that cache: a 4-D
+        additive mask lets each segment see the row's real prefix positions (left padding stays hidden)
+        and its own earlier tokens only, and its positions continue from the row's last position + 1
+        (per RoPE axis for multimodal [3, R, T] positions). So each segment is scored exactly as if it
+        followed the prompt alone, all segments in one forward, and hooks around the call (per-row
+        scales [R, N]) act on both passes with the same R rows. Returns the answer-position logits and
+        the log-probabilities of each continuation position's target token [R, L].
+        """
+        from transformers import DynamicCache
+
+        scorer, decoder = self.scorer, self.decoder
+        embeds, prefix_mask = embedded.inputs_embeds, embedded.attention_mask
+        R, T = prefix_mask.shape
+        dev, dtype = embeds.device, embeds.dtype
+        cache = DynamicCache(config=decoder.config)
+        cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        hidden = decoder(inputs_embeds=embeds, attention_mask=prefix_mask, position_ids=embedded.position_ids,
+                         use_cache=True, **{cache_kw: cache}).last_hidden_state
+        head = self.model.get_output_embeddings()
+        logits = head(hidden[:, -1])
+
+        ids = scorer.continuation_ids.to(dev)
+        L = len(ids)
+        cont = self.model.get_input_embeddings()(ids)[None].expand(R, L, -1)
+        positions = embedded.position_ids[..., -1:] + 1 + scorer.continuation_offsets.to(dev)
+        allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(R, L, T),
+                             scorer.continuation_block.to(dev)[None].expand(R, L, L)], dim=-1)
+        mask = torch.zeros(R, 1, L, T + L, dtype=dtype, device=dev).masked_fill(
+            ~allowed[:, None], torch.finfo(dtype).min)
+        hidden = decoder(inputs_embeds=cont, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{cache_kw: cache}).last_hidden_state
+        targets = scorer.continuation_targets(dev)
+        picked = []
+        for i in range(0, L, 8):  # vocabulary projection a few positions at a time: [R, 8, V] at most
+            logp = torch.log_softmax(head(hidden[:, i:i + 8]).float(), dim=-1)
+            picked.append(logp.gather(-1, targets[i:i + 8][None, :, None].expand(R, -1, 1))[..., 0])
+        return logits, torch.cat(picked, dim=1)
+
     def label_logprobs(self, embedded: Embedded) -> torch.Tensor:
         """The answer step: log-probabilities of the labels [R, n_labels], renormalised over the closed set.
 
         The one interface every caller scores through (capture, interventions, knockout, injection, the
-        organism's training and evaluation): hooks active around this call act on every position it runs.
+        organism's training and evaluation): hooks active around this call act on every position it runs
+        — with multi-token labels that is the prefix pass and then the continuation pass
+        (`decode_labels`), both with the same R rows; with one-token labels it is one `decode_last`.
         """
-        return torch.log_softmax(self.scorer.scores(self.decode_last(embedded)), dim=-1)
+        if self.scorer.one_pass:
+            return torch.log_softmax(self.scorer.scores(self.decode_last(embedded)), dim=-1)
+        return torch.log_softmax(self.scorer.sequence_scores(*self.decode_labels(embedded)), dim=-1)
 
     def label_probabilities(self, embedded: Embedded) -> torch.Tensor:
         """Label probabilities [R, n_labels] (see `label_logprobs`)."""
@@ -195,6 +382,6 @@ class AudioLMAdapter:
         """What a store records about the model, so results of different models never mix."""
         return {"model_family": self.family, "model_source": str(self.source),
                 "model_revision": str(self.revision or ""), "model_class": type(self.model).__name__,
-                "site": self.site, "labels": ",".join(self.labels), "prompt": self.prompt,
+                "site": self.site, "labels": ",".join(self.labels), "prompt": self.prompt, **self.scorer.describe(),
                 "n_layers": str(self.n_layers), "n_neurons": str(self.n_neurons),
                 "dtype": str(next(self.model.parameters()).dtype).replace("torch.", "")}

@@ -27,6 +27,11 @@ that merge per row, with the model's own `embed_tokens` and `vq_adaptor` and the
 padding mask and left-padding-aware positions its flash-attention path supports; the text head
 (`lm_head`) is applied at the last position only. `load` checks this split against the model's own
 full forward on a synthetic clip before returning (`self_check`).
+
+Label scoring: `decode_last` only, so labels are scored from the answer position alone. That is exact
+whole-label scoring when every label variant is one token (`full_label` then takes its one-pass path);
+with multi-token labels `full_label` is refused (no cache path through the remote code) and
+`scoring: first_token` must be chosen explicitly.
 """
 
 from __future__ import annotations
@@ -140,6 +145,12 @@ class KimiAudioAdapter(AudioLMAdapter):
 
     def __init__(self, model: Any, builder: Any, labels: list[str], prompt: str, **kw: Any):
         super().__init__(model, KimiTextTokenizer(builder.text_tokenizer), labels, prompt, **kw)
+        if not self.scorer.one_pass:
+            variants = "; ".join(f"{self.labels[i]}={self.scorer.render(s)}" for i, s in self.scorer.variants if len(s) > 1)
+            raise ValueError(f"Kimi-Audio cannot score multi-token labels as whole labels ({variants}): its remote code "
+                             f"has no KV-cache continuation over `inputs_embeds` that this adapter could drive (two token "
+                             f"streams, flash-attn padding). Set `scoring: first_token` in its models entry, or use "
+                             f"label words that are one token each")
         self.builder = builder
         cfg = model.config
         self.media_begin = int(cfg.kimia_media_begin)
@@ -149,8 +160,8 @@ class KimiAudioAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "bfloat16", device: str = "cuda", site: str = "act_fn",
-             system_prompt: str | None = None, trust_remote_code: bool = False,
-             self_check: bool = True) -> "KimiAudioAdapter":
+             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = "full_label",
+             synonyms: dict[str, list[str]] | None = None, self_check: bool = True) -> "KimiAudioAdapter":
         if not trust_remote_code:
             raise ValueError(f"Kimi-Audio ({path}) is remote code (MoonshotKimiaForCausalLM): set "
                              f"`trust_remote_code: true` and a pinned `revision` (a commit hash) in its models entry")
@@ -173,7 +184,8 @@ class KimiAudioAdapter(AudioLMAdapter):
         if "kimia_text_audiodelaytokens" in inspect.signature(prompt_manager_cls).parameters:
             kwargs["kimia_text_audiodelaytokens"] = getattr(model.config, "kimia_mimo_audiodelaytokens", 6)
         builder = KimiaPromptBuilder(prompt_manager_cls(**kwargs))
-        adapter = cls(model, builder, labels, prompt, site=site, source=path, revision=revision)
+        adapter = cls(model, builder, labels, prompt, site=site, source=path, revision=revision, scoring=scoring,
+                      synonyms=synonyms)
         if self_check:
             adapter.self_check()
         return adapter

@@ -38,12 +38,13 @@ class ProcessorAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
-             system_prompt: str | None = None, trust_remote_code: bool = False) -> "ProcessorAdapter":
+             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = "full_label",
+             synonyms: dict[str, list[str]] | None = None) -> "ProcessorAdapter":
         model = cls.model_class.from_pretrained(
             path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
         processor = AutoProcessor.from_pretrained(path, revision=revision)
         return cls(model, processor, labels, prompt, site=site, source=path, revision=revision,
-                   system_prompt=system_prompt)
+                   system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
 
     def conversation(self) -> list[dict[str, Any]]:
         """One user turn: the clip then the prompt (plus an optional system turn; the templates add

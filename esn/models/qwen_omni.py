@@ -59,13 +59,14 @@ class QwenOmniAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
-             system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False) -> "QwenOmniAdapter":
+             system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False, scoring: str = "full_label",
+             synonyms: dict[str, list[str]] | None = None) -> "QwenOmniAdapter":
         model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
             path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         extractor = WhisperFeatureExtractor.from_pretrained(path, revision=revision)
         return cls(model, tokenizer, extractor, labels, prompt, site=site, source=path, revision=revision,
-                   system_prompt=system_prompt)
+                   system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
 
     def chat_text(self) -> str:
         """The rendered chat with one audio placeholder, ready for the answer."""
