@@ -213,12 +213,13 @@ def svg_gain(curves: Mapping[str, pd.DataFrame], color: str, chance: float | Non
     return Markup("".join(parts))
 
 
-def _cell_color(value_pp: float, limit_pp: float) -> str:
-    """RdBu (as the figures): red = recall lost, blue = gained, white = no change."""
+def _cell_style(value_pp: float, limit_pp: float) -> str:
+    """RdBu (as the figures): red = recall lost, blue = gained, white = no change; white text on dark cells."""
     if not np.isfinite(value_pp):
-        return "#ffffff"
+        return "background: #ffffff"
     r, g, b, _ = colormaps[DIVERGING](0.5 + 0.5 * max(-1.0, min(1.0, value_pp / limit_pp)))
-    return f"#{int(255 * r):02x}{int(255 * g):02x}{int(255 * b):02x}"
+    text = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "#222"
+    return f"background: #{int(255 * r):02x}{int(255 * g):02x}{int(255 * b):02x}; color: {text}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def delta_recall_rows(delta: pd.DataFrame, fraction: float, emotion: str, classe
         for c in [*classes, "specificity"]:
             v = 100 * float(part.at[c, "delta_recall"]) if c in part.index else math.nan
             lo, hi = (100 * float(part.at[c, k]) for k in ("lo", "hi")) if c in part.index else (math.nan,) * 2
-            cells.append({"value": f"{v:+.0f}" if np.isfinite(v) else "–", "color": _cell_color(v, limit),
+            cells.append({"value": f"{v:+.0f}" if np.isfinite(v) else "–", "style": _cell_style(v, limit),
                           "tip": f"{c}: {v:+.1f} pp (95% CI {lo:+.1f} to {hi:+.1f})", "own": c == emotion})
         rows.append({"control": control, "cells": cells})
     return rows

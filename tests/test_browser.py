@@ -53,8 +53,9 @@ SHOTS = Path(os.environ.get("ESN_BROWSER_SHOTS", "/tmp/browser-shots"))
 
 
 @pytest.fixture(scope="module")
-def site(tiny_adapter, tiny_corpus, tiny_manifest, tmp_path_factory) -> Path:
-    from esn.browser import StudyTables, build_site
+def inputs(tiny_adapter, tiny_manifest, tmp_path_factory) -> dict:
+    """A store, two selections and their metric tables (evaluated on two corpora), made here in seconds."""
+    from esn.browser import StudyTables
     from esn.capture import capture
     from esn.interventions import evaluate, selection_conditions
     from esn.metrics import summarize
@@ -76,10 +77,66 @@ def site(tiny_adapter, tiny_corpus, tiny_manifest, tmp_path_factory) -> Path:
             out["delta_recall"].to_csv(paths[0], index=False)
             out["conditions"].to_csv(paths[1], index=False)
             tables.append(StudyTables(e, s, *paths))
-    out_dir = work / "site"
-    build_site(out_dir, store_path=store_path, corpus_dir=tiny_corpus, selections=selections, tables=tables,
-               fraction=FRACTION, top=TOP, clips=CLIPS, title="tiny · identify synthetic")
+    return {"store_path": store_path, "selections": selections, "tables": tables}
+
+
+@pytest.fixture(scope="module")
+def site(inputs, tiny_corpus, tmp_path_factory) -> Path:
+    from esn.browser import build_site
+
+    out_dir = tmp_path_factory.mktemp("browser") / "site"
+    build_site(out_dir, corpus_dir=tiny_corpus, fraction=FRACTION, top=TOP, clips=CLIPS,
+               title="tiny · identify synthetic", **inputs)
     return out_dir
+
+
+def test_read_neurons_equals_the_store_columns(inputs):
+    """The per-layer orthogonal read returns exactly the neuron's column of the store."""
+    import numpy as np
+    import xarray as xr
+
+    from esn.browser import read_neurons
+
+    ds = xr.open_zarr(inputs["store_path"], consolidated=False)
+    rows = np.array([1, 4, 5, 20])
+    wanted = [(1, 7), (0, 3), (1, 90), (0, 50)]
+    got = read_neurons(inputs["store_path"], rows, 1, wanted)
+    for layer, n in wanted:
+        column = ds.isel(utterance=rows, positions=1, layer=layer, neuron=n)
+        np.testing.assert_array_equal(got[(layer, n)].mean_activation, column["mean_activation"].values)
+        np.testing.assert_array_equal(got[(layer, n)].frac_positive, column["frac_positive"].values)
+    assert not np.array_equal(got[(1, 7)].mean_activation, got[(0, 3)].mean_activation)
+
+
+def test_top_neurons_are_the_best_ranked_of_the_set(inputs):
+    import numpy as np
+
+    from esn.browser import top_neurons
+    from esn.selectors import open_selection, selected_mask
+
+    sel = open_selection(inputs["selections"]["mad"]).sel(variant="all")
+    tops = top_neurons(sel, FRACTION, TOP)
+    mask = selected_mask(sel, FRACTION)
+    for e, lst in tops.items():
+        assert [r for _, _, r, _ in lst] == list(range(TOP))
+        assert all(mask.sel(emotion=e).values[l, n] for l, n, _, _ in lst)
+        scores = [s for *_, s in lst]
+        assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all()
+
+
+def test_caption_renders():
+    """The report caption renders as `snakemake --report` renders it (Jinja, then reStructuredText)."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    snakemake = SimpleNamespace(wildcards=SimpleNamespace(model="organism", corpus="synthetic"),
+                                params=SimpleNamespace(selectors=["mad", "cas"], fraction=0.05, top_neurons=20, clips=5))
+    caption = (Path(__file__).resolve().parents[1] / "workflow/report/browser.rst").read_text()
+    text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(caption).render(snakemake=snakemake)
+    html = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+    assert "5 %" in html and "top 20 neurons" in html and "results/browser/organism/synthetic" in html
 
 
 class Dom(HTMLParser):
