@@ -253,6 +253,13 @@ def delta_recall_rows(delta: pd.DataFrame, fraction: float, emotion: str, classe
     return rows
 
 
+def _classes(delta: pd.DataFrame, emotions: Sequence[str]) -> list[str]:
+    """The evaluated classes of a Δrecall table (an evaluation corpus may have other classes), the
+    identification emotions' order first."""
+    found = [str(c) for c in delta["class"].unique() if c != "specificity"]
+    return [e for e in emotions if e in found] + [c for c in found if c not in emotions]
+
+
 def gain_curves(conditions: pd.DataFrame, fraction: float, emotion: str) -> dict[str, pd.DataFrame]:
     c = _main_rows(conditions, "gain", fraction, emotion)
     return {control: part[["alpha", "target_share"]] for control in ("selected", "random")
@@ -386,29 +393,28 @@ def build_site(out: PathLike, *, store_path: PathLike, corpus_dir: PathLike, sel
 
     loaded = {t: (pd.read_csv(t.delta_recall), pd.read_csv(t.conditions)) for t in tables}
     cards = {}
-    for s, sel in sels.items():
+    for s in sels:
         counts = masks[s].sum("neuron")
         for e in emotions:
             per_layer = [int(c) for c in counts.sel(emotion=e).values]
             jac = overlap[(overlap["emotion"] == e) & (overlap["selector_a"] == s) & (overlap["selector_b"] != s)]
             studies = []
-            for t in tables:
-                if t.selector != s:
-                    continue
+            for t in (t for t in tables if t.selector == s):
                 delta, conds = loaded[t]
+                classes = _classes(delta, emotions)
                 curves = gain_curves(conds, fraction, e)
-                studies.append({"eval_corpus": t.eval_corpus,
-                                "delta": delta_recall_rows(delta, fraction, e, emotions),
-                                "gain": svg_gain(curves, selector_color(s), 1 / len(emotions),
+                studies.append({"eval_corpus": t.eval_corpus, "classes": classes,
+                                "delta": delta_recall_rows(delta, fraction, e, classes),
+                                "gain": svg_gain(curves, selector_color(s), 1 / len(classes),
                                                  f"gain on {s} {e} set, evaluated on {t.eval_corpus}")
                                 if curves else None})
-            cards[(s, e)] = {"selector": s, "emotion": e, "size": sum(per_layer),
+            cards[(s, e)] = {"size": sum(per_layer),
                              "bars": svg_layer_bars(per_layer, emotion_color(e), f"{s} {e}: neurons per layer"),
                              "overlap": [(r.selector_b, r.jaccard) for r in jac.itertuples()],
-                             "studies": studies, "top": [(neurons[(l, n)], rank) for l, n, rank, _ in tops[s][e]]}
+                             "studies": studies, "top": [neurons[(l, n)] for l, n, _, _ in tops[s][e]]}
     n_ident = {e: int(n) for e, n in zip(ident.emotions, ident.n_chosen)}
     (tmp / "index.html").write_text(env.get_template("index.html").render(
-        **common, selectors=list(sels), emotions=emotions, cards=cards, classes=emotions, n_ident=n_ident,
+        **common, selectors=list(sels), emotions=emotions, cards=cards, n_ident=n_ident,
         k=n_selected(first, fraction), n_neurons=first.sizes["layer"] * first.sizes["neuron"],
         n_layers=first.sizes["layer"], top=top, n_pages=len(neurons), root=""))
 
