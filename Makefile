@@ -20,7 +20,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --report results/report.zip
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -ra
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --report results/report.zip
 
 clean:
 	rm -rf results logs .snakemake resources/corpora resources/models

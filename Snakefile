@@ -15,6 +15,7 @@ include: "workflow/rules/capture.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/intervene.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/browser.smk"
 
 
 rule all:

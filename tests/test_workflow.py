@@ -39,6 +39,7 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
     (lambda c: c["studies"].append({"model": "organism", "identify": "synthetic", "evaluate": "iemocap"}), "iemocap"),
     (lambda c: c["models"]["organism"].update(trust_remote_code=True), "trust_remote_code"),
     (lambda c: c["corpora"]["synthetic"].update(classes=["happy", "joyful"]), "joyful"),
+    (lambda c: c.update(browser={"top_neuron": 5}), "top_neuron"),
 ])
 def test_malformed_config_fails_before_any_job_naming_the_key(tmp_path, mutate, needle):
     cfg = default_config()
@@ -55,7 +56,7 @@ def test_default_config_plans(tmp_path):
     proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
                      "--configfile", str(ROOT / "config" / "config.yaml"), check=True)
     for rule in ("prepare_corpus", "train_organism", "capture", "merge_shards", "select", "intervene", "knockout",
-                 "metrics"):
+                 "metrics", "browser"):
         assert rule in proc.stdout
 
 
@@ -78,6 +79,7 @@ def test_paper_config_plans_the_whole_study(tmp_path):
     assert counts["merge_shards"] == counts["select"] // len(cfg["selection"]["selectors"]) == len(identified)
     assert counts["intervene"] == len(cfg["studies"])  # one job per study: every selector shares its forwards
     assert counts["prepare_corpus"] == len(cfg["corpora"]) and "train_organism" not in counts
+    assert counts["browser"] == len(identified)  # one site per (model, identification corpus)
 
 
 def test_snakemake_lint_is_clean():

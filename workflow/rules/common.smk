@@ -65,6 +65,9 @@ _LIB = {
     "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py"],
     "metrics": ["esn/metrics.py"],
     "figures": ["esn/figures.py"],
+    "browser": ["esn/browser.py", "esn/figures.py", "esn/selectors.py", "esn/templates/browser/base.html",
+                "esn/templates/browser/index.html", "esn/templates/browser/neuron.html",
+                "esn/templates/browser/style.css"],
 }
 LIB = {stage: [os.path.join(workflow.basedir, p) for p in paths] for stage, paths in _LIB.items()}
 
@@ -138,6 +141,7 @@ def all_targets():
         *metric_tables(),
         *knockout_tables(),
         *FIGURES,
+        *[browser_site(m, c) for m, c in identification_pairs()],
     ]
 
 
@@ -222,3 +226,27 @@ FIGURES = (
     + [f"results/tables/transfer/{m}.csv" for m in sorted({s["model"] for s in STUDIES})]
     + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
 )
+
+
+# --- browser ------------------------------------------------------------------------------------
+
+
+def browser_site(model, corpus):
+    """The site's folder; its index page is index.html inside it (a directory output, for the report)."""
+    return f"results/browser/{model}/{corpus}"
+
+
+def browser_table_keys(model, corpus):
+    """(evaluation corpus, selector) of every metric table of the sets identified on corpus, all studies."""
+    evals = sorted({s["evaluate"] for s in STUDIES if s["model"] == model and s["identify"] == corpus})
+    return [(e, sel) for e in evals for sel in SELECTORS]
+
+
+def browser_tables(kind):
+    """Input function: the metric tables of browser_table_keys, in that order."""
+
+    def tables(wildcards):
+        return [intervention_table(wildcards.model, wildcards.corpus, sel, e, kind)
+                for e, sel in browser_table_keys(wildcards.model, wildcards.corpus)]
+
+    return tables

@@ -1,0 +1,31 @@
+# The ESN browser: a static site per (model, identification corpus), read from the store, the selections and
+# the metric tables (no model run). Shown in `snakemake --report` through its index page.
+
+
+rule browser:
+    """Index of every selector × emotion set (sizes, overlaps, causal results) and a page per top neuron."""
+    input:
+        lib=LIB["browser"],
+        store="results/activations/{model}/{corpus}.zarr",
+        manifest=lambda wc: manifest(wc.corpus),
+        selections=lambda wc: expand("results/neurons/{model}/{corpus}/{selector}.zarr", model=wc.model,
+                                     corpus=wc.corpus, selector=SELECTORS),
+        delta_recall=browser_tables("delta_recall"),
+        conditions=browser_tables("conditions"),
+    output:
+        site=report(directory("results/browser/{model}/{corpus}"), htmlindex="index.html",
+                    caption="../report/browser.rst", category="{model}", subcategory="ESN browser",
+                    labels={"figure": "ESN browser", "study": "identify {corpus}"}),
+    params:
+        selectors=SELECTORS,
+        tables=lambda wc: browser_table_keys(wc.model, wc.corpus),
+        corpus_dir=lambda wc: f"resources/corpora/{wc.corpus}",
+        fraction=config["intervention"]["fraction"],
+        top_neurons=config["browser"]["top_neurons"],
+        clips=config["browser"]["clips"],
+    log:
+        "logs/browser/{model}/{corpus}.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/browser.py"
