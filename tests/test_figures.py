@@ -213,9 +213,56 @@ def test_transfer(tmp_path, studies):
     check_outputs(out)
 
 
+def fake_injection(selector: str, seed: int = 0) -> pd.DataFrame:
+    """Injection rows as esn.metrics.summarize writes them: each strategy × control × α, UAR and accuracy."""
+    rng = np.random.default_rng(seed + sum(map(ord, selector)))
+    rows = []
+    for strategy in ("2pass", "mix", "union", "oracle"):
+        for control in ("selected", "random"):
+            for alpha in ALPHAS:
+                for stat in ("accuracy", "uar", "macro_f1"):
+                    change = (0.0 if control == "random" else
+                              {"oracle": 0.1, "2pass": 0.02, "mix": 0.03, "union": -0.05}[strategy] * np.log2(1 + alpha))
+                    change += rng.normal(0, 0.005)
+                    rows.append({"strategy": strategy, "control": control, "fraction": MAIN, "alpha": alpha,
+                                 "statistic": stat, "estimate": 0.8 + change, "lo": 0.75 + change, "hi": 0.85 + change,
+                                 "change": change, "change_lo": change - 0.03, "change_hi": change + 0.03})
+    return pd.DataFrame(rows)
+
+
+def test_injection(tmp_path):
+    table = pd.concat([fake_injection(s).assign(selector=s) for s in SELECTORS], ignore_index=True)
+    out = outputs(tmp_path, "injection")
+    F.plot_injection(table, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+    check_outputs(out)
+
+
+def test_correct_only(tmp_path):
+    rows = []
+    for k, s in enumerate(SELECTORS):
+        for variant, est in (("all", -0.5 - 0.1 * k), ("correct", -0.6 - 0.1 * k)):
+            rows.append({"mode": "deactivate", "variant": variant, "control": "selected", "fraction": MAIN,
+                         "alpha": 0.0, "statistic": "specificity", "estimate": est, "lo": est - 0.05,
+                         "hi": est + 0.05, "targets": 4, "selector": s})
+    stability = pd.DataFrame([{"selector": s, "variant_a": "all", "variant_b": "correct", "emotion": e,
+                               "jaccard": 0.7} for s in SELECTORS for e in LABELS])
+    out = outputs(tmp_path, "correct_only")
+    F.plot_correct_only(pd.DataFrame(rows), stability, out, fraction=MAIN, selectors=SELECTORS,
+                        title="organism · synthetic")
+    check_outputs(out)
+
+
 def test_confusion(tmp_path):
     out = outputs(tmp_path, "confusion")
     F.plot_confusion(fake_metrics(), out, title="organism")
+    check_outputs(out)
+
+
+def test_confusion_per_corpus(tmp_path):
+    one = fake_metrics()
+    per = {**one, "heldout_uar": 0.8, "knockout_uar": {k: v - 0.02 for k, v in one["knockout_accuracy"].items()}}
+    out = outputs(tmp_path, "confusion_corpora")
+    F.plot_confusion({**one, "corpora": {"synthetic": per, "telephone": per}}, out, title="organism")
     check_outputs(out)
 
 
@@ -256,7 +303,7 @@ def figure_rules() -> dict[str, str]:
     text = (ROOT / "workflow/rules/figures.smk").read_text()
     rules = re.findall(r"^rule figure_(\w+):", text, flags=re.M)
     captions = dict(zip(rules, re.findall(r'caption="\.\./report/(\w+)\.rst"', text)))
-    assert len(captions) == len(rules) == 9, (rules, captions)
+    assert len(captions) == len(rules) == 11, (rules, captions)
     return captions
 
 
@@ -275,7 +322,7 @@ def test_captions_render():
     import jinja2
     from docutils.core import publish_parts
 
-    config = {"metrics": {"bootstrap": 1000}, "organism": {"corpus": "synthetic"},
+    config = {"metrics": {"bootstrap": 1000}, "organism": {"corpora": ["synthetic", "other"]},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
     params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,
