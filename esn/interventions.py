@@ -41,6 +41,7 @@ class Condition:
     fraction: float = 0.0
     layer: int = -1
     variant: str = ""      # which identification set chose the neurons ("all", or a subsample "n{N}s{S}")
+    draw: int = -1         # which random control draw (0..R-1); -1 for every non-random condition
     neurons: dict[int, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -49,17 +50,19 @@ class Condition:
 
     def describe(self) -> dict[str, object]:
         return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
-                "fraction": self.fraction, "layer": self.layer, "variant": self.variant}
+                "fraction": self.fraction, "layer": self.layer, "variant": self.variant,
+                "draw": self.draw}
 
 
-def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float],
+def set_conditions(masks: dict[tuple[str, str, float, int], np.ndarray], alphas: list[float],
                    variant: str = "all") -> list[Condition]:
-    """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction)."""
+    """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction, draw)."""
     out = []
-    for (target, control, fraction), mask in sorted(masks.items()):
+    for (target, control, fraction, draw), mask in sorted(masks.items()):
         neurons = {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
-        out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, neurons=neurons))
-        out += [Condition("gain", target, control, float(a), fraction, variant=variant, neurons=neurons)
+        out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, draw=draw,
+                             neurons=neurons))
+        out += [Condition("gain", target, control, float(a), fraction, variant=variant, draw=draw, neurons=neurons)
                 for a in alphas]
     return out
 
@@ -69,8 +72,9 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
     Full identification set: deactivation at every set size and gain over the α grid at the main size,
-    each with its layer-matched random control. Each identification-size subsample: deactivation of the
-    selected sets at the main size (the identification-size sweep; its control is the full set's).
+    each with every layer-matched random control draw stored in the selection (`draw` 0..R-1; the
+    selected sets have draw −1). Each identification-size subsample: deactivation of the selected sets at
+    the main size (the identification-size sweep; its control is the full set's).
     """
     from esn.selectors import random_mask, selected_mask
 
@@ -80,12 +84,13 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
         sel = selection.sel(variant=variant)
         for fraction in (fractions if variant == "all" else [main_fraction]):
             chosen = selected_mask(sel, fraction)
-            control = random_mask(sel, fraction) if variant == "all" else None
+            control = random_mask(sel, fraction) if variant == "all" and "random_order" in sel else None
             masks = {}
             for target in targets:
-                masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
+                masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
                 if control is not None:
-                    masks[(target, "random", fraction)] = control.sel(emotion=target).values
+                    for draw in control["draw"].values.tolist():
+                        masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
             gains = alphas if (variant == "all" and np.isclose(fraction, main_fraction)) else []
             out += set_conditions(masks, gains, variant)
     return out
@@ -127,20 +132,22 @@ def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], condi
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[Condition], *,
              batch_size: int = 16, max_rows: int = 256) -> pd.DataFrame:
-    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table."""
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
+    with each utterance's speaker where the manifest has one (the metrics resample speakers)."""
     conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
     utterances = store_order(manifest)
     frames = []
     fitted = batch_size
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
+        speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
         probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), conditions, max_rows=max_rows),
                                   [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
         if ran < len(chunk):  # split to fit GPU memory
             fitted = min(fitted, ran)
         for c, p in zip(conditions, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
-                                  "emotion": chunk["emotion"].to_numpy(), **c.describe()})
+                                  "emotion": chunk["emotion"].to_numpy(), **speaker, **c.describe()})
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
@@ -149,5 +156,6 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[C
         log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
     table = pd.concat(frames, ignore_index=True)
     table.attrs["batch_size_that_fit"] = fitted
-    return table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
+    return table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
+                              "utterance_id"],
                              kind="stable").reset_index(drop=True)

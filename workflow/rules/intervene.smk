@@ -56,6 +56,7 @@ rule metrics:
         summary="results/tables/interventions/{path}.summary.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
+        unit=config["metrics"]["bootstrap_unit"],
         seed=config["seed"],
     log:
         "logs/metrics/{path}.log",
@@ -73,6 +74,7 @@ rule knockout_table:
         "results/tables/knockout/{model}/{eval_corpus}.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
+        unit=config["metrics"]["bootstrap_unit"],
         seed=config["seed"],
     log:
         "logs/knockout_table/{model}/{eval_corpus}.log",
