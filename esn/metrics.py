@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw"]
 UNITS = ("speaker", "utterance")
+#: Fewer speakers than this give coarse speaker-level intervals (few distinct resamples): said in the log.
+FEW_SPEAKERS = 10
 #: Columns that set a selected row against its random draws (NaN on every other row).
 NULL_COLUMNS = ["random_draws", "random_mean", "random_sd", "random_min", "random_max", "p_value",
                 "vs_random", "vs_random_lo", "vs_random_hi"]
@@ -101,6 +103,9 @@ def bootstrap_unit(speakers: pd.Series | None, unit: str) -> tuple[np.ndarray | 
         found = "no speaker column" if speakers is None else f"{speakers.nunique()} speaker(s)"
         log.warning("bootstrap over speakers asked, but the table has %s: resampling utterances instead", found)
         return None, "utterance"
+    if speakers.nunique() < FEW_SPEAKERS:
+        log.warning("bootstrap over only %d speakers: intervals are coarse (few distinct resamples)",
+                    speakers.nunique())
     return pd.factorize(speakers)[0], "speaker"
 
 

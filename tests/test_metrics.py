@@ -118,7 +118,7 @@ def test_speaker_bootstrap_weights():
     assert (plain[1:].sum(1) == len(speakers)).all() and not (plain[1:, 0] == plain[1:, 1]).all()
 
 
-def test_speaker_bootstrap_is_wider_with_few_speakers_and_recorded():
+def test_speaker_bootstrap_is_wider_with_few_speakers_and_recorded(caplog):
     # 40 clips of 4 speakers; whether the model is right depends on the speaker only: resampling
     # utterances pretends 40 independent trials, resampling speakers shows there are 4
     rows = []
@@ -129,7 +129,9 @@ def test_speaker_bootstrap_is_wider_with_few_speakers_and_recorded():
                      "control": "", "fraction": 0.0, "alpha": 0.0, "layer": -1, "variant": "", "draw": -1,
                      "predicted": y if right else "ab"[(u + 1) % 2], "p_a": 0.5, "p_b": 0.5})
     t = pd.DataFrame(rows)
-    by_speaker = summarize(t, LABELS, n_boot=300, seed=0)["conditions"].iloc[0]
+    with caplog.at_level(logging.WARNING, logger="esn.metrics"):
+        by_speaker = summarize(t, LABELS, n_boot=300, seed=0)["conditions"].iloc[0]
+    assert "only 4 speakers" in caplog.text
     by_utterance = summarize(t, LABELS, n_boot=300, seed=0, unit="utterance")["conditions"].iloc[0]
     assert by_speaker["bootstrap_unit"] == "speaker" and by_utterance["bootstrap_unit"] == "utterance"
     assert by_speaker["accuracy"] == by_utterance["accuracy"] == 0.5
