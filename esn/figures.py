@@ -12,7 +12,10 @@ Conventions shared by all figures:
   set is specific to its emotion (its own recall falls more than the others').
 - One fixed colour per canonical emotion (`EMOTION_COLORS`, Okabe–Ito first, Paul Tol's muted colours for
   the rarer classes) and per selector (`SELECTOR_COLORS`); the random control is drawn dashed / hollow in
-  its selector's colour (it is matched to that selector's set: same size per layer).
+  its selector's colour (it is matched to that selector's set: same size per layer). Where a table holds
+  several random draws (`draw` 0..R−1), figures show their mean (estimate and bounds averaged over draws).
+- Intervals are 95 % bootstrap CIs; captions name what was resampled (the tables' `bootstrap_unit`:
+  speakers or utterances).
 - Heatmaps of signed quantities use ColorBrewer RdBu (colour-blind safe) centred at 0: red = recall lost.
 """
 
@@ -182,8 +185,14 @@ def _selectors(data: pd.DataFrame, selectors: Sequence[str] | None) -> list[str]
     return [s for s in selectors if s in present]
 
 
+#: Columns that identify a row of a metrics table (everything else numeric is a value).
+_KEY_COLUMNS = ("mode", "variant", "control", "target", "fraction", "alpha", "layer", "class", "statistic",
+                "selector", "identify", "evaluate", "n", "seed", "bootstrap_unit")
+
+
 def _norm(table: pd.DataFrame) -> pd.DataFrame:
-    """Empty strings for missing control/target (CSV reads '' as NaN), floats for fraction/alpha."""
+    """Empty strings for missing control/target (CSV reads '' as NaN), floats for fraction/alpha, and the
+    random control's draws collapsed to their mean (`_mean_over_draws`)."""
     t = table.copy()
     for column in ("mode", "control", "target", "class", "selector"):
         if column in t:
@@ -191,7 +200,25 @@ def _norm(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("fraction", "alpha"):
         if column in t:
             t[column] = pd.to_numeric(t[column], errors="coerce").astype(float)
-    return t
+    return _mean_over_draws(t)
+
+
+def _mean_over_draws(t: pd.DataFrame) -> pd.DataFrame:
+    """One random-control row per condition: the mean over its draws of every numeric value (estimate and
+    CI bounds alike), so each figure shows the random control as the centre of its null distribution."""
+    if "draw" not in t or "control" not in t or not (t["control"] == "random").any():
+        return t
+    keys = [c for c in t.columns if c in _KEY_COLUMNS]
+    values = [c for c in t.columns if c not in keys and c != "draw" and pd.api.types.is_numeric_dtype(t[c])]
+    rand = t[t["control"] == "random"].groupby(keys, as_index=False, dropna=False, sort=False)[values].mean()
+    return pd.concat([t[t["control"] != "random"], rand.assign(draw=-1)], ignore_index=True)
+
+
+def _ci_text(*tables: pd.DataFrame | None) -> str:
+    """'95% CI, speakers resampled' (or utterances) from the tables' bootstrap_unit column."""
+    units = sorted({str(u) for t in tables if t is not None and "bootstrap_unit" in t
+                    for u in t["bootstrap_unit"].dropna().unique()})
+    return f"95% CI, {' / '.join(u + 's' for u in units)} resampled" if units else "95% bootstrap CI"
 
 
 def _close(series: pd.Series, value: float) -> np.ndarray:
@@ -380,7 +407,7 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
                      selectors: Sequence[str] | None = None, title: str | None = None,
                      summary: pd.DataFrame | None = None) -> None:
     """Specificity of deactivation at `fraction` per target emotion and averaged, each selector's set vs its
-    random control, with 95 % bootstrap CIs. `summary` (the metrics rule's `.summary.csv`, selector column
+    random control (mean over its draws), with 95 % bootstrap CIs. `summary` (the metrics rule's `.summary.csv`, selector column
     added) gives the mean over emotions its own paired-bootstrap CI; without it the mean's interval is the
     mean of the per-emotion bounds."""
     means = None
@@ -431,10 +458,10 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
                 Line2D([], [], color="black", marker="o", ls="", mfc="white", ms=4.5,
                        label="random control (same size per layer)")]
     _legend(fig, handles)
-    mean_ci = ("mean's interval: paired bootstrap over utterances" if means is not None and len(means)
+    mean_ci = ("mean's interval: paired bootstrap" if means is not None and len(means)
                else "mean's interval = mean of per-emotion bounds")
     _suptitle(fig, title, f"Specificity of deactivating {_pct(fraction)} of neurons (negative = specific; "
-                          f"error bars: 95% bootstrap CI;\n{mean_ci})")
+                          f"error bars: {_ci_text(d, means)};\n{mean_ci}; random: mean over draws)")
     save(fig, out)
 
 
@@ -488,7 +515,7 @@ def plot_strength(conditions: pd.DataFrame, out: Sequence[PathLike], *, fraction
                           label="reference: unmodified accuracy (bottom), 1/#classes (top)"))
     _legend(fig, handles)
     _suptitle(fig, title, f"Gain on {_pct(fraction)} of neurons: steering toward the target emotion "
-                          "(bands: 95% bootstrap CI)")
+                          f"(bands: {_ci_text(gain)}; random: mean over draws)")
     save(fig, out)
 
 
@@ -542,7 +569,7 @@ def plot_set_size(delta: pd.DataFrame, out: Sequence[PathLike], *, selectors: Se
     if main_fraction is not None:
         handles.append(Line2D([], [], color="0.6", ls=":", lw=0.8, label=f"main set size ({_pct(main_fraction)})"))
     _legend(fig, handles)
-    _suptitle(fig, title, "Deactivation vs set size (negative = recall lost; bands: 95% bootstrap CI; "
+    _suptitle(fig, title, f"Deactivation vs set size (negative = recall lost; bands: {_ci_text(d)}; "
                           "mean's band = mean of bounds)")
     save(fig, out)
 

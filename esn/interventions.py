@@ -58,6 +58,7 @@ class Condition:
     fraction: float = 0.0
     layer: int = -1
     variant: str = ""      # which identification set chose the neurons ("all", or a subsample "n{N}s{S}")
+    draw: int = -1         # which random control draw (0..R-1); -1 for every non-random condition
     neurons: dict[int, np.ndarray] = field(default_factory=dict, compare=False, hash=False)
     #: `mix` only: each label's set (label index -> layer -> neurons), weighted per clip by p(label | clip)
     by_label: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, compare=False, hash=False)
@@ -69,27 +70,30 @@ class Condition:
 
     def describe(self) -> dict[str, object]:
         return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
-                "fraction": self.fraction, "layer": self.layer, "variant": self.variant}
+                "fraction": self.fraction, "layer": self.layer, "variant": self.variant,
+                "draw": self.draw}
 
 
 def _by_layer(mask: np.ndarray) -> dict[int, np.ndarray]:
     return {int(l): np.flatnonzero(mask[l]) for l in range(mask.shape[0]) if mask[l].any()}
 
 
-def set_conditions(masks: dict[tuple[str, str, float], np.ndarray], alphas: list[float],
-                   variant: str = "all") -> list[Condition]:
-    """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction)."""
+def set_conditions(masks: dict[tuple[str, str, float, int], np.ndarray], alphas: list[float],
+                   variant: str = "all", *, deactivate: bool = True) -> list[Condition]:
+    """Deactivation and gain conditions for boolean masks [L, N] keyed by (target, control, fraction, draw)."""
     out = []
-    for (target, control, fraction), mask in sorted(masks.items()):
+    for (target, control, fraction, draw), mask in sorted(masks.items()):
         neurons = _by_layer(mask)
-        out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, neurons=neurons))
-        out += [Condition("gain", target, control, float(a), fraction, variant=variant, neurons=neurons)
+        if deactivate:
+            out.append(Condition("deactivate", target, control, 0.0, fraction, variant=variant, draw=draw,
+                                 neurons=neurons))
+        out += [Condition("gain", target, control, float(a), fraction, variant=variant, draw=draw, neurons=neurons)
                 for a in alphas]
     return out
 
 
 def injection_conditions(masks: dict[str, np.ndarray], labels: list[str], alphas: list[float], control: str,
-                         fraction: float) -> list[Condition]:
+                         fraction: float, draw: int = -1) -> list[Condition]:
     """The conditions label-free injection needs beyond the gain sweep: `mix` and `union` at every α.
 
     `masks`: each label's set, bool [L, N]. (`2pass` and `oracle` are read from the gain rows.)"""
@@ -97,8 +101,10 @@ def injection_conditions(masks: dict[str, np.ndarray], labels: list[str], alphas
     by_label = {labels.index(e): _by_layer(masks[e]) for e in labels}
     out = []
     for a in alphas:
-        out.append(Condition("inject", "mix", control, float(a), fraction, variant="all", by_label=by_label))
-        out.append(Condition("inject", "union", control, float(a), fraction, variant="all", neurons=_by_layer(union)))
+        out.append(Condition("inject", "mix", control, float(a), fraction, variant="all", draw=draw,
+                             by_label=by_label))
+        out.append(Condition("inject", "union", control, float(a), fraction, variant="all", draw=draw,
+                             neurons=_by_layer(union)))
     return out
 
 
@@ -107,11 +113,13 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
     Full identification set: deactivation at every set size and gain over the α grid at the main size,
-    each with its layer-matched random control, and label-free injection (`mix`, `union`) over the same α
-    grid when `injection` (it needs every label to have a set). Each other variant (identification-size
-    subsamples, correct-only identification): deactivation of the selected sets at the main size (its
-    control is the full set's). `sweeps=False` (a transfer study) keeps only main-size deactivation of the
-    full set and its control.
+    each with a layer-matched random control, and label-free injection (`mix`, `union`) over the same α
+    grid when `injection` (it needs every label to have a set). The random control of main-size
+    deactivation — the headline effect — comes as every draw stored in the selection (`draw` 0..R-1, the
+    null its p-value is read against); every sweep uses draw 0 (its cost grows with each condition). The
+    selected sets have draw −1. Each other variant (identification-size subsamples, correct-only
+    identification): deactivation of the selected sets at the main size (its control is the full set's).
+    `sweeps=False` (a transfer study) keeps only main-size deactivation of the full set and its draws.
     """
     from esn.selectors import random_mask, selected_mask
 
@@ -122,18 +130,22 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
         sel = selection.sel(variant=variant)
         for fraction in (fractions if variant == "all" and sweeps else [main_fraction]):
             chosen = selected_mask(sel, fraction)
-            control = random_mask(sel, fraction) if variant == "all" else None
+            control = random_mask(sel, fraction) if variant == "all" and "random_order" in sel else None
             masks = {}
             for target in targets:
-                masks[(target, "selected", fraction)] = chosen.sel(emotion=target).values
+                masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
                 if control is not None:
-                    masks[(target, "random", fraction)] = control.sel(emotion=target).values
-            main = variant == "all" and sweeps and np.isclose(fraction, main_fraction)
-            out += set_conditions(masks, alphas if main else [], variant)
-            if main and injection and set(targets) == set(labels):
-                for kind in ("selected", "random"):
-                    out += injection_conditions({t: masks[(t, kind, fraction)] for t in targets}, labels, alphas,
-                                                kind, fraction)
+                    for draw in control["draw"].values.tolist():
+                        masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
+            at_main = bool(np.isclose(fraction, main_fraction))
+            one_draw = {k: m for k, m in masks.items() if k[3] <= 0}
+            out += set_conditions(masks if at_main else one_draw, [], variant)
+            if at_main and variant == "all" and sweeps:
+                out += set_conditions(one_draw, alphas, variant, deactivate=False)
+                if injection and set(targets) == set(labels):
+                    for kind, draw in (("selected", -1), ("random", 0))[:2 if control is not None else 1]:
+                        out += injection_conditions({t: masks[(t, kind, fraction, draw)] for t in targets}, labels,
+                                                    alphas, kind, fraction, draw)
     return out
 
 
@@ -202,7 +214,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
              max_rows: int = 256) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
-    with the label scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
+    with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
+    scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
 
     Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
@@ -215,13 +228,14 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     fitted = batch_size
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
+        speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
         probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), flat, max_rows=max_rows),
                                   [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
         if ran < len(chunk):  # split to fit GPU memory
             fitted = min(fitted, ran)
         for c, key, p in zip(flat, owner, probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
-                                  "emotion": chunk["emotion"].to_numpy(), **c.describe()})
+                                  "emotion": chunk["emotion"].to_numpy(), **speaker, **c.describe()})
             frame["scoring"] = adapter.scorer.mode
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
@@ -235,7 +249,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
         table = pd.concat(parts, ignore_index=True)
         if any(c.mode == "inject" for c in groups[key]):
             table = pd.concat([table, label_free_rows(table)], ignore_index=True)
-        table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
+        table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
+                                   "utterance_id"],
                                   kind="stable").reset_index(drop=True)
         table.attrs["batch_size_that_fit"] = fitted
         tables[key] = table

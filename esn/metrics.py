@@ -1,33 +1,61 @@
 """Recognition metrics per condition, and what an intervention did relative to the unmodified model.
 
-All statistics come with bootstrap 95 % CIs over utterances. Resamples are shared by every condition
-(paired bootstrap), so a difference between conditions is resampled as a difference.
+All statistics come with bootstrap 95 % CIs. The resampled unit is a choice (`unit`): **speakers** by
+default — the evaluation clips of a corpus come from few speakers and clips of one speaker are not
+independent, so whole speakers are drawn with replacement and each clip weighs its speaker's
+multiplicity (a cluster bootstrap) — or single utterances. Tables without speakers, or with one, fall
+back to utterances with a logged warning; every table records the unit used (`bootstrap_unit`).
+Resamples are shared by every condition (paired bootstrap), so a difference between conditions is
+resampled as a difference.
+
+Random controls come as R independent layer-matched draws (`draw` 0..R−1; −1 for every other
+condition). Each selected row is set against the null they form: the draws' mean, sd, min and max;
+the empirical p-value (1 + #draws at least as extreme) / (R + 1), one-sided in the direction of the
+selected effect (its sign: draws ≤ it for a negative effect, ≥ it otherwise; the smallest possible
+value is 1/(R+1)); and `vs_random` = selected − mean over draws with its paired bootstrap CI.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer"]
+log = logging.getLogger(__name__)
+
+CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw"]
+UNITS = ("speaker", "utterance")
+#: Fewer speakers than this give coarse speaker-level intervals (few distinct resamples): said in the log.
+FEW_SPEAKERS = 10
+#: Columns that set a selected row against its random draws (NaN on every other row).
+NULL_COLUMNS = ["random_draws", "random_mean", "random_sd", "random_min", "random_max", "p_value",
+                "vs_random", "vs_random_lo", "vs_random_hi"]
+
+CI = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: table-wide provenance columns: one value per table, copied onto every output table
 CARRIED = ["scoring"]
 
 
-def _pivot(table: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """Conditions (rows of a frame), true labels [U] and predictions [U, K] as label indices."""
+def _pivot(table: pd.DataFrame, labels: list[str]
+           ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str], pd.Series | None]:
+    """Conditions (rows of a frame), true labels [U], predictions [U, K] as label indices, utterance ids
+    and each utterance's speaker (None when the table has none)."""
+    if "draw" not in table:  # tables written before random controls had draws
+        table = table.assign(draw=-1)
     index = {l: i for i, l in enumerate(labels)}
     conds = table[CONDITION_KEYS].drop_duplicates().reset_index(drop=True)
     key = table[CONDITION_KEYS].astype(str).agg("|".join, axis=1)
     conds_key = conds.astype(str).agg("|".join, axis=1).tolist()
     wide = pd.DataFrame({"u": table["utterance_id"], "k": key, "p": table["predicted"].map(index)}
                         ).pivot(index="u", columns="k", values="p")[conds_key]
-    truth = table.drop_duplicates("utterance_id").set_index("utterance_id")["emotion"].reindex(wide.index)
+    first = table.drop_duplicates("utterance_id").set_index("utterance_id").reindex(wide.index)
     if wide.isna().any().any():
         raise ValueError("intervention table is not complete: some (utterance, condition) rows are missing")
-    return conds, truth.map(index).to_numpy(), wide.to_numpy(dtype=int), list(wide.index)
+    speakers = first["speaker"] if "speaker" in first else None
+    return conds, first["emotion"].map(index).to_numpy(), wide.to_numpy(dtype=int), list(wide.index), speakers
 
 
 def _recall(weights: np.ndarray, y: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
@@ -46,18 +74,73 @@ def _share(weights: np.ndarray, pred: np.ndarray, n_labels: int) -> np.ndarray:
     return np.stack([(weights @ (pred == c)) / total for c in range(n_labels)], axis=-1)
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Row 0: the observed data (all ones); rows 1..n_boot: multinomial resamples of the utterances."""
+def bootstrap_weights(n: int, n_boot: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """Row 0: the observed data (all ones); rows 1..n_boot: resamples as utterance multiplicities [n].
+
+    Without `clusters`: multinomial resamples of the utterances. With `clusters` (a code 0..G−1 per
+    utterance, e.g. its speaker): G clusters drawn with replacement, each utterance weighted by its
+    cluster's multiplicity (constant within a cluster; the multiplicities sum to G).
+    """
     rng = np.random.default_rng(seed)
     w = np.ones((n_boot + 1, n))
+    if clusters is None:
+        for r in range(1, n_boot + 1):
+            w[r] = np.bincount(rng.integers(0, n, n), minlength=n)
+        return w
+    codes = np.asarray(clusters, np.intp)
+    g = int(codes.max()) + 1
     for r in range(1, n_boot + 1):
-        w[r] = np.bincount(rng.integers(0, n, n), minlength=n)
+        w[r] = np.bincount(rng.integers(0, g, g), minlength=g)[codes]
     return w
 
 
-def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Tables `conditions` (accuracy, UAR, macro-F1, per-class recall, target share, flip rate) and
-    `delta_recall` (Δrecall[target, class] and specificity against the unmodified model), with CIs.
+def bootstrap_unit(speakers: pd.Series | None, unit: str) -> tuple[np.ndarray | None, str]:
+    """The cluster code per utterance (None: utterances) and the unit used: speakers where asked and the
+    table has at least two; otherwise utterances, with a logged warning."""
+    if unit not in UNITS:
+        raise ValueError(f"bootstrap unit must be one of {UNITS}, not {unit!r}")
+    if unit == "utterance":
+        return None, "utterance"
+    if speakers is None or speakers.isna().any() or speakers.nunique() < 2:
+        found = "no speaker column" if speakers is None else f"{speakers.nunique()} speaker(s)"
+        log.warning("bootstrap over speakers asked, but the table has %s: resampling utterances instead", found)
+        return None, "utterance"
+    if speakers.nunique() < FEW_SPEAKERS:
+        log.warning("bootstrap over only %d speakers: intervals are coarse (few distinct resamples)",
+                    speakers.nunique())
+    return pd.factorize(speakers)[0], "speaker"
+
+
+def versus_draws(selected: np.ndarray, draws: Sequence[np.ndarray], ci: CI) -> dict[str, float]:
+    """A selected statistic [B] (row 0 observed, rows 1.. resamples) against R random draws, each [B]:
+    the draws' mean, sd (ddof 1), min and max, the empirical one-sided p-value and selected − mean over
+    draws with its paired CI (see the module docstring)."""
+    stack = np.stack(draws)                                   # [R, B]
+    observed, x = stack[:, 0], float(selected[0])
+    extreme = observed <= x if x < 0 else observed >= x
+    est, lo, hi = ci(selected - stack.mean(0))
+    return {"random_draws": len(draws), "random_mean": float(observed.mean()),
+            "random_sd": float(observed.std(ddof=1)) if len(draws) > 1 else np.nan,
+            "random_min": float(observed.min()), "random_max": float(observed.max()),
+            "p_value": (1 + int(extreme.sum())) / (len(draws) + 1),
+            "vs_random": float(est), "vs_random_lo": float(lo), "vs_random_hi": float(hi)}
+
+
+def _draws_of(conds: pd.DataFrame) -> dict[tuple, list[int]]:
+    """Random-control condition rows per (mode, variant, target, fraction, alpha), in draw order."""
+    out: dict[tuple, list[int]] = {}
+    rand = conds[conds["control"] == "random"].sort_values("draw", kind="stable")
+    for k, row in rand.iterrows():
+        out.setdefault(tuple(row[["mode", "variant", "target", "fraction", "alpha"]]), []).append(int(k))
+    return out
+
+
+def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, seed: int = 0,
+              unit: str = "speaker") -> dict[str, pd.DataFrame]:
+    """Tables `conditions` (accuracy, UAR, macro-F1, per-class recall, target share, flip rate),
+    `delta_recall` (Δrecall[target, class] and specificity against the unmodified model) and `summary`
+    (means over targets), with CIs resampling `unit` and, for selected sets, the null of the random draws;
+    and `injection` (label-free injection strategies against the unmodified model).
     Provenance columns (`CARRIED`, e.g. the label scoring) are copied onto every output table; a table
     mixing two values of one is refused (its conditions would not be comparable)."""
     carried = {}
@@ -66,9 +149,10 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
         if len(values) != 1:
             raise ValueError(f"the table mixes {col} values {sorted(map(str, values))}: score all conditions alike")
         carried[col] = values[0]
-    conds, y, pred, _ = _pivot(table, labels)
+    conds, y, pred, _, speakers = _pivot(table, labels)
+    clusters, used = bootstrap_unit(speakers, unit)
     C = len(labels)
-    w = bootstrap_weights(len(y), n_boot, seed)
+    w = bootstrap_weights(len(y), n_boot, seed, clusters)
     recall = _recall(w, y, pred, C)                                   # [R, K, C]
     share = _share(w, pred, C)                                        # [R, K, C]
     acc = (w @ (pred == y[:, None])) / w.sum(1)[:, None]              # [R, K]
@@ -97,30 +181,39 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
     rows["target_share"], rows["target_share_lo"], rows["target_share_hi"] = ci(np.where(target_idx >= 0, t_share, np.nan))
     for c, label in enumerate(labels):
         rows[f"recall_{label}"] = recall[0, :, c]
+    rows["bootstrap_unit"] = used
 
-    summary = _mean_over_targets(conds, target_idx, delta, ci)
+    draws = _draws_of(conds)
     injection = _injection(conds, {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1)}, recall, base,
-                           labels, ci)
+                           labels, ci).assign(bootstrap_unit=used)
     long = []
     for k in range(len(conds)):
         e = target_idx[k]
         if e < 0:
             continue
         others = [c for c in range(C) if c != e]
-        spec = delta[:, k, e] - delta[:, k, others].mean(-1)
-        for c in range(C):
-            est, lo, hi = ci(delta[:, k, c])
-            long.append({**conds.iloc[k].to_dict(), "class": labels[c], "delta_recall": est, "lo": lo, "hi": hi})
-        est, lo, hi = ci(spec)
-        long.append({**conds.iloc[k].to_dict(), "class": "specificity", "delta_recall": est, "lo": lo, "hi": hi})
-    out = {"conditions": rows, "delta_recall": pd.DataFrame(long), "summary": summary, "injection": injection}
+        per_class = {labels[c]: delta[:, k, c] for c in range(C)}
+        per_class["specificity"] = delta[:, k, e] - delta[:, k, others].mean(-1)
+        twins = draws.get(tuple(conds.loc[k, ["mode", "variant", "target", "fraction", "alpha"]]), [])
+        for c, x in per_class.items():
+            est, lo, hi = ci(x)
+            row = {**conds.iloc[k].to_dict(), "class": c, "delta_recall": est, "lo": lo, "hi": hi}
+            if conds.loc[k, "control"] == "selected" and twins:
+                twin_x = [delta[:, j, labels.index(c)] if c != "specificity"
+                          else delta[:, j, e] - delta[:, j, others].mean(-1) for j in twins]
+                row.update(versus_draws(x, twin_x, ci))
+            long.append(row)
+    delta_table = pd.DataFrame(long).reindex(columns=[*CONDITION_KEYS, "class", "delta_recall", "lo", "hi",
+                                                      *NULL_COLUMNS]).assign(bootstrap_unit=used)
+    summary = _mean_over_targets(conds, target_idx, delta, ci).assign(bootstrap_unit=used)
+    out = {"conditions": rows, "delta_recall": delta_table, "summary": summary, "injection": injection}
     for frame in out.values():
         for col, value in carried.items():
             frame[col] = value
     return out
 
 
-INJECTION_COLUMNS = ["strategy", "control", "fraction", "alpha", "statistic", "estimate", "lo", "hi",
+INJECTION_COLUMNS = ["strategy", "control", "draw", "fraction", "alpha", "statistic", "estimate", "lo", "hi",
                      "change", "change_lo", "change_hi"]
 
 
@@ -135,43 +228,54 @@ def _injection(conds: pd.DataFrame, stats: dict[str, np.ndarray], recall: np.nda
         for name, x in stats.items():
             est, lo, hi = ci(x[:, k])
             d, dlo, dhi = ci(x[:, k] - x[:, base])
-            rows.append({"strategy": c["target"], "control": c["control"], "fraction": c["fraction"],
-                         "alpha": c["alpha"], "statistic": name, "estimate": est, "lo": lo, "hi": hi,
+            rows.append({"strategy": c["target"], "control": c["control"], "draw": c["draw"],
+                         "fraction": c["fraction"], "alpha": c["alpha"], "statistic": name, "estimate": est, "lo": lo, "hi": hi,
                          "change": d, "change_lo": dlo, "change_hi": dhi})
     return pd.DataFrame(rows, columns=INJECTION_COLUMNS)
 
 
-def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci) -> pd.DataFrame:
-    """Per (mode, variant, control, fraction, alpha): means over target emotions, resampled jointly (paired).
+def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci: CI) -> pd.DataFrame:
+    """Per (mode, variant, control, fraction, alpha, draw): means over target emotions, resampled jointly.
 
-    self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others;
-    specificity_vs_random = mean_e [specificity_selected(e) − specificity_random(e)] (selected rows only).
+    self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others.
+    Selected rows are set against the same statistic of each random draw over the same targets
+    (`versus_draws`); specificity_vs_random = specificity − its mean over draws (selected rows only).
     """
     C = delta.shape[-1]
-    per = {}
+    per: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for k, e in enumerate(target_idx):
         if e < 0:
             continue
         others = [c for c in range(C) if c != e]
-        key = tuple(conds.loc[k, ["mode", "variant", "control", "fraction", "alpha"]])
+        key = tuple(conds.loc[k, ["mode", "variant", "control", "fraction", "alpha", "draw"]])
         per.setdefault(key, {})[int(e)] = (delta[:, k, e], delta[:, k, others].mean(-1))
-    rows = []
-    for (mode, variant, control, fraction, alpha), by_target in per.items():
+
+    def statistics(by_target: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         own = np.mean([v[0] for v in by_target.values()], axis=0)
         rest = np.mean([v[1] for v in by_target.values()], axis=0)
-        stats = {"self": own, "others": rest, "specificity": own - rest}
-        twin = per.get((mode, variant, "random", fraction, alpha)) if control == "selected" else None
-        if twin is not None and set(twin) == set(by_target):
-            diff = [(v[0] - v[1]) - (twin[e][0] - twin[e][1]) for e, v in by_target.items()]
-            stats["specificity_vs_random"] = np.mean(diff, axis=0)
+        return {"self": own, "others": rest, "specificity": own - rest}
+
+    rows = []
+    for (mode, variant, control, fraction, alpha, draw), by_target in per.items():
+        stats = statistics(by_target)
+        twins = [statistics(t) for (m, v, c, f, a, _), t in per.items()
+                 if (m, v, c, f, a) == (mode, variant, "random", fraction, alpha) and set(t) == set(by_target)
+                 ] if control == "selected" else []
+        null = {name: versus_draws(x, [t[name] for t in twins], ci) for name, x in stats.items()} if twins else {}
+        if twins:
+            stats["specificity_vs_random"] = stats["specificity"] - np.mean([t["specificity"] for t in twins], axis=0)
         for name, x in stats.items():
             est, lo, hi = ci(x)
             rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
-                         "statistic": name, "estimate": est, "lo": lo, "hi": hi, "targets": len(by_target)})
-    return pd.DataFrame(rows)
+                         "draw": draw, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
+                         "targets": len(by_target), **null.get(name, {})})
+    return pd.DataFrame(rows).reindex(columns=["mode", "variant", "control", "fraction", "alpha", "draw", "statistic",
+                                               "estimate", "lo", "hi", "targets", *NULL_COLUMNS])
 
 
-TRANSFER_COLUMNS = ["identify", "evaluate", "selector", "control", "target", "class", "delta_recall", "lo", "hi"]
+TRANSFER_COLUMNS = ["identify", "evaluate", "selector", "control", "draw", "target", "class", "delta_recall", "lo",
+                    "hi", "random_mean", "random_sd", "p_value", "vs_random", "vs_random_lo", "vs_random_hi",
+                    "bootstrap_unit"]
 
 
 def transfer_table(delta: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -179,4 +283,4 @@ def transfer_table(delta: pd.DataFrame, fraction: float) -> pd.DataFrame:
     class) from the delta_recall tables of every study of a model (columns identify, evaluate, selector added)."""
     d = delta[(delta["mode"] == "deactivate") & (delta["variant"].fillna("all") == "all")
               & np.isclose(delta["fraction"].astype(float), fraction)]
-    return d[TRANSFER_COLUMNS].sort_values(TRANSFER_COLUMNS[:6], kind="stable").reset_index(drop=True)
+    return d.reindex(columns=TRANSFER_COLUMNS).sort_values(TRANSFER_COLUMNS[:7], kind="stable").reset_index(drop=True)

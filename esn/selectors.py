@@ -3,13 +3,21 @@
 One streaming pass over the store's utterance blocks accumulates mergeable per-emotion sufficient
 statistics (`EmotionStats`, float64, one position group); every selector is a function of them
 (`SELECTORS`). A selection is data: an xarray Dataset (emotion × layer × neuron) of scores, ranks and
-a seeded random ordering, from which the neuron set of any fraction — and its layer-matched random
-control — is a comparison (`selected_mask`, `random_mask`), so fraction sweeps need no re-selection.
+R seeded random orderings (the null draws), from which the neuron set of any fraction — and its
+layer-matched random controls — is a comparison (`selected_mask`, `random_mask`), so fraction sweeps
+need no re-selection.
+
+Order-free: a selection never depends on the order neurons are stored in. Each selector ranks by its
+score, then by documented secondary keys computed in the same pass (`Keys`), and only as a last resort
+by a seeded hash of the neuron's identity (layer and `neuron` coordinate values, `neuron_hash`), never by
+the storage index; the random controls are hashes of the identity too. `decided_by` records which key
+separated each neuron from the next-ranked one, so `ties_at_cut` says how many neurons tied at a set's
+cut and on which keys.
 
 Sets are nested across fractions: the set for fraction f is `rank < round(f · L · N)` per emotion
 (a global top-k across layers), and the random control for f draws, in each layer, as many neurons as
 the selected set has there, uniformly from all of that layer's neurons ("same size per layer, drawn
-uniformly, excluding nothing else"), as the first neurons of a per-(emotion, layer) permutation.
+uniformly, excluding nothing else"), as the first neurons of a per-(draw, emotion, layer) permutation.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,9 @@ from esn import store
 INELIGIBLE = np.iinfo(np.int32).max
 #: Statistics a selector may need: name -> store variable it is accumulated from.
 FIELDS = {"mean": "mean_activation", "positive": "frac_positive", "attribution": "attribution"}
-#: Second entropy word of the random control's generator, so it never shares a stream with the subsample.
+#: Stream words of the identity hashes: the random controls and the last-resort tie key never share one.
 _CONTROL_STREAM = 0x5EED
+_TIE_STREAM = 0x71E
 #: Columns per matmul tile: the float16 → float64 copy stays in cache, and OpenBLAS stays single-threaded
 #: (at ≥ 2048 columns of 4 emotions × 256 rows its two threads thrashed, 3–15× slower, on a busy 2-core box).
 _TILE = 512
@@ -145,9 +154,21 @@ class EmotionStats:
 
 
 # --------------------------------------------------------------------------------------------------
-# Selectors: EmotionStats -> score [E, L, N], higher = more emotion-sensitive, -inf = not for e
+# Selectors: EmotionStats -> Keys (score [E, L, N], higher = more emotion-sensitive, -inf = not for e)
 
-Selector = Callable[..., np.ndarray]
+
+@dataclass
+class Keys:
+    """A selector's ranking keys, each [E, L, N] and higher = better: `score`, then each of `secondary`
+    in order (ties of the score are broken by meaningful statistics, not by storage order). `extras`:
+    per-selection scalars worth recording (e.g. LAPE's bar)."""
+
+    score: np.ndarray
+    secondary: dict[str, np.ndarray]
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+Selector = Callable[..., Keys]
 SELECTORS: dict[str, Selector] = {}
 
 
@@ -171,27 +192,51 @@ def _scatter(stats: EmotionStats, valid: np.ndarray, values: np.ndarray) -> np.n
     return score
 
 
-@_selector("positive")
-def lap(stats: EmotionStats) -> np.ndarray:
+def _versus_others(stats: EmotionStats, x: np.ndarray, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """x_e − reduce_{e'≠e} x_e' over the emotions with data, [E, L, N] (−inf when no other emotion has data)."""
+    valid = _with_data(stats)
+    v = x[valid]
+    if len(v) < 2:
+        return _scatter(stats, valid, np.full_like(v, np.nan))
+    return _scatter(stats, valid, np.stack([v[i] - reduce(np.delete(v, i, 0), axis=0) for i in range(len(v))]))
+
+
+@_selector("positive", "mean")
+def lap(stats: EmotionStats) -> Keys:
     """LAP, activation frequency (Tang et al. 2024, "Language-specific neurons", ACL): score = p_e.
 
     p_e = Σ_u frac_positive·n_positions / Σ_u n_positions over e's utterances u: P(a > 0) pooled over
     positions, so long utterances weigh by their length, as in counting activations over all tokens.
+    Gated activations saturate p at 1 for many neurons, so ties are common and decided by: the margin
+    p_e − max_{e'≠e} p_e' (fires for e, rarely for the others), then the mean activation μ_e.
     """
-    return _scatter(stats, np.ones(len(stats.emotions), bool), stats.p)
+    every = np.ones(len(stats.emotions), bool)
+    return Keys(_scatter(stats, every, stats.p), {"margin": _versus_others(stats, stats.p, np.max),
+                                                  "mu": _scatter(stats, every, stats.mu)})
 
 
-@_selector("positive")
-def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> np.ndarray:
+def lape_bar(p: np.ndarray, quantile: float) -> tuple[float, bool]:
+    """LAPE's activity bar: the `quantile` of all p, unless that quantile falls in the tie at the top value
+    (saturation: with gated activations p = 1 for many neurons, and the bar would be exactly 1); then the
+    `quantile` of the values below the top — the bar keeps its meaning, "among the most active", for the
+    values it can still tell apart, and every saturated value passes it. Returns (bar, saturated)."""
+    values = p[np.isfinite(p)].ravel()
+    bar, top = float(np.quantile(values, quantile)), float(values.max())
+    below = values[values < top]
+    if bar < top or not below.size:
+        return bar, False
+    return float(np.quantile(below, quantile)), True
+
+
+@_selector("positive", "mean")
+def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> Keys:
     """LAPE, activation-probability entropy (Tang et al. 2024): score = −H, low entropy first.
 
     p̂_e = p_e / Σ_e' p_e',  H = −Σ_e p̂_e log p̂_e (0 log 0 = 0), over the emotions with data.
-    Bar = `quantile` of ALL p values (over e, l, n). Candidates: neurons with max_e p_e ≥ bar.
-    Assignment: `"lape"` — to every e with p_e ≥ bar (LAPE's rule); `"argmax"` — only to argmax_e p_e
-    (Emotion-Neuron's rule). Unassigned, and neurons never active (H undefined), score −inf.
-    LAPE's code compares strictly (>); here ties at the bar count, because with gated activations many
-    neurons fire at every position (p = 1), the 95th percentile of p is then exactly 1, and a strict
-    comparison selects nothing at all (measured on the model organism).
+    Bar = `lape_bar` (the `quantile` of ALL p values over e, l, n; below the top value when saturated).
+    Candidates: neurons with max_e p_e ≥ bar. Assignment: `"lape"` — to every e with p_e ≥ bar (LAPE's
+    rule); `"argmax"` — only to argmax_e p_e (Emotion-Neuron's rule). Unassigned, and neurons never active
+    (H undefined), score −inf. Ties of H (e.g. one-hot neurons, H = 0) are decided by p_e, then μ_e.
     """
     if assign not in ("lape", "argmax"):
         raise ValueError(f"assign must be 'lape' or 'argmax', not {assign!r}")
@@ -199,7 +244,7 @@ def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> n
         raise ValueError(f"quantile must lie in [0, 1], not {quantile}")
     valid = _with_data(stats)
     p = stats.p[valid]
-    bar = np.quantile(p, quantile)
+    bar, saturated = lape_bar(p, quantile)
     total = p.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         phat = p / total
@@ -209,42 +254,46 @@ def lape(stats: EmotionStats, quantile: float = 0.95, assign: str = "lape") -> n
         assigned = p >= bar
     else:
         assigned = np.arange(len(p))[:, None, None] == p.argmax(0)
-    return _scatter(stats, valid, np.where(assigned & candidate, -entropy, -np.inf))
-
-
-def _versus_others(stats: EmotionStats, reduce: Callable[..., np.ndarray]) -> np.ndarray:
-    """μ_e − reduce_{e'≠e} μ_e' over the emotions with data (−inf when no other emotion has data)."""
-    valid = _with_data(stats)
-    mu = stats.mu[valid]
-    if len(mu) < 2:
-        return _scatter(stats, valid, np.full_like(mu, np.nan))
-    return _scatter(stats, valid, np.stack([mu[i] - reduce(np.delete(mu, i, 0), axis=0) for i in range(len(mu))]))
+    every = np.ones(len(stats.emotions), bool)
+    return Keys(_scatter(stats, valid, np.where(assigned & candidate, -entropy, -np.inf)),
+                {"p": _scatter(stats, every, stats.p), "mu": _scatter(stats, every, stats.mu)},
+                {"lape_bar": bar, "lape_bar_saturated": float(saturated)})
 
 
 @_selector("mean")
-def mad(stats: EmotionStats) -> np.ndarray:
+def mad(stats: EmotionStats) -> Keys:
     """MAD, magnitude / mean deviation (Zhao, Schuller & Sisman 2026): μ_e − mean_{e'≠e} μ_e'.
 
     μ_e = mean over e's utterances of the per-utterance mean activation over the position group.
+    Ties are decided by the contrast margin μ_e − max_{e'≠e} μ_e' (CAS), then μ_e.
     """
-    return _versus_others(stats, np.mean)
+    every = np.ones(len(stats.emotions), bool)
+    return Keys(_versus_others(stats, stats.mu, np.mean), {"margin": _versus_others(stats, stats.mu, np.max),
+                                                           "mu": _scatter(stats, every, stats.mu)})
 
 
 @_selector("mean")
-def cas(stats: EmotionStats) -> np.ndarray:
+def cas(stats: EmotionStats) -> Keys:
     """CAS, contrast margin (Zhao, Schuller & Sisman 2026): μ_e − max_{e'≠e} μ_e'.
 
-    Positive only where e activates the neuron more than every other emotion does.
+    Positive only where e activates the neuron more than every other emotion does. Ties (e.g. neurons
+    silent for every emotion) are decided by the mean deviation μ_e − mean_{e'≠e} μ_e' (MAD), then μ_e.
     """
-    return _versus_others(stats, np.max)
+    every = np.ones(len(stats.emotions), bool)
+    return Keys(_versus_others(stats, stats.mu, np.max), {"deviation": _versus_others(stats, stats.mu, np.mean),
+                                                          "mu": _scatter(stats, every, stats.mu)})
 
 
-@_selector("attribution")
-def attribution(stats: EmotionStats) -> np.ndarray:
+@_selector("attribution", "mean")
+def attribution(stats: EmotionStats) -> Keys:
     """Attribution (beyond the paper, which only correlates): mean over e's utterances of the store's
     `attribution` = Σ_t a·∂log p(true label)/∂a at the answer position — what the decision uses.
+    Ties (e.g. neurons the decision never uses, attribution 0) are decided by the attribution margin over
+    the other emotions, then μ_e.
     """
-    return _scatter(stats, np.ones(len(stats.emotions), bool), stats.attribution)
+    every = np.ones(len(stats.emotions), bool)
+    return Keys(_scatter(stats, every, stats.attribution),
+                {"margin": _versus_others(stats, stats.attribution, np.max), "mu": _scatter(stats, every, stats.mu)})
 
 
 def get_selector(name: str) -> Selector:
@@ -368,37 +417,89 @@ def accumulate(g: zarr.Group, emotion_index: np.ndarray, emotions: Sequence[str]
 # Selections as data
 
 
-def rank_scores(score: np.ndarray) -> np.ndarray:
-    """Rank per emotion over all (layer, neuron): 0 = highest score, ties by flat index; -inf → INELIGIBLE."""
-    E = score.shape[0]
-    flat = score.reshape(E, -1)
-    order = np.argsort(-flat, axis=1, kind="stable")
-    rank = np.empty(flat.shape, np.int32)
-    np.put_along_axis(rank, order, np.arange(flat.shape[1], dtype=np.int32)[None], axis=1)
-    rank[~(flat > -np.inf)] = INELIGIBLE
-    return rank.reshape(score.shape)
+_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
-def random_order(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    """A uniformly random rank of the neurons within each (emotion, layer), seeded: the random control."""
-    rng = np.random.default_rng([seed, _CONTROL_STREAM])
-    return rng.permuted(np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape), axis=-1)
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (a bijection of uint64 with full avalanche), on arrays."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def neuron_hash(seed: int, *ids: np.ndarray | int) -> np.ndarray:
+    """A seeded pseudo-random uint64 per identity tuple (ids broadcast together): a function of the
+    neuron's identity (e.g. layer and `neuron` coordinate values), not of where it is stored, so it
+    moves with the neuron when a store orders its neurons differently."""
+    arrays = np.broadcast_arrays(*[np.asarray(i, np.int64) for i in ids])
+    h = _mix(np.full(arrays[0].shape, seed % 2**64, np.uint64) + _GOLDEN)
+    for a in arrays:
+        h = _mix(h ^ (a.astype(np.uint64) + _GOLDEN))
+    return h
+
+
+def tie_key(seed: int, layers: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+    """The last-resort tie key [L, N] (ascending = first): a seeded hash of (layer, neuron) coordinate values."""
+    return neuron_hash(seed, _TIE_STREAM, np.asarray(layers)[:, None], np.asarray(neurons)[None, :])
+
+
+def rank_keys(keys: Sequence[np.ndarray], tie: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank per emotion over all (layer, neuron) by `keys` [E, L, N] (higher first; keys[0] the score),
+    then `tie` [L, N] (lower first). A score of −inf or NaN ranks INELIGIBLE; NaN in a later key counts
+    as −inf. Returns (rank int32, decided_by int8): decided_by[e, l, n] = which key first told the neuron
+    apart from the next-ranked one (0 = score, i = keys[i], len(keys) = only the tie key; −1 = the last
+    or an ineligible neuron)."""
+    E = keys[0].shape[0]
+    flat = [np.where(np.isnan(k), -np.inf, k).reshape(E, -1) for k in keys]
+    tie = np.broadcast_to(tie, keys[0].shape[1:]).ravel()
+    M = flat[0].shape[1]
+    rank = np.empty((E, M), np.int32)
+    decided = np.full((E, M), -1, np.int8)
+    for e in range(E):
+        order = np.lexsort([tie] + [-k[e] for k in reversed(flat)])
+        rank[e, order] = np.arange(M, dtype=np.int32)
+        differs = np.stack([k[e, order[:-1]] != k[e, order[1:]] for k in flat] + [np.ones(M - 1, bool)])
+        decided[e, order[:-1]] = differs.argmax(0)
+    eligible = flat[0] > -np.inf
+    rank[~eligible] = INELIGIBLE
+    decided[~eligible] = -1
+    shape = keys[0].shape
+    return rank.reshape(shape), decided.reshape(shape)
+
+
+def random_order(n_draws: int, n_emotions: int, layers: np.ndarray, neurons: np.ndarray, seed: int) -> np.ndarray:
+    """R uniformly random ranks of the neurons within each (draw, emotion, layer), seeded: the random
+    controls [R, E, L, N]. Each is the order of a hash of (draw, emotion, layer, neuron coordinate), so
+    draws are independent and a neuron keeps its random rank wherever it is stored."""
+    h = neuron_hash(seed, _CONTROL_STREAM, np.arange(n_draws)[:, None, None, None],
+                    np.arange(n_emotions)[None, :, None, None], np.asarray(layers)[None, None, :, None],
+                    np.asarray(neurons)[None, None, None, :])
+    order = np.argsort(h, axis=-1, kind="stable")
+    out = np.empty(h.shape, np.int32)
+    np.put_along_axis(out, order, np.arange(h.shape[-1], dtype=np.int32), axis=-1)
+    return out
 
 
 def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position: str = "audio",
            split: str | None = "identification", correct_only: bool = False, per_emotion: int | None = None,
-           seed: int = 0, **selector_options: Any) -> xr.Dataset:
-    """Score, rank and random control for every emotion from the store (or the union of its shards).
+           seed: int = 0, random_draws: int = 1, **selector_options: Any) -> xr.Dataset:
+    """Score, rank and random controls for every emotion from the store (or the union of its shards).
 
     Returns a Dataset (emotion, layer, neuron): `score` (float32, −inf = ineligible), `rank` (int32,
-    0 = best), `random_order` (int32), `n_utterances` and `n_available` (emotion); attrs record the
-    selector, every parameter and the source store's provenance (`source_*`).
+    0 = best; ties by the selector's secondary keys, then the seeded `tie_key`), `decided_by` (int8, see
+    `rank_keys`), `random_order` (int32, draw × emotion × layer × neuron; absent for `random_draws=0`),
+    `n_utterances` and `n_available` (emotion), and the selector's extras (e.g. `lape_bar`); attrs record
+    the selector, every parameter, the names of the ranking keys and the source store's provenance.
     """
     fn = get_selector(selector)
     try:  # check the options before the long pass, and record the defaults too
         bound = inspect.signature(fn).bind(None, **selector_options)
     except TypeError as err:
         raise TypeError(f"selector {selector!r}: {err}") from None
+    if random_draws < 0:
+        raise ValueError(f"random_draws must be >= 0, not {random_draws}")
     bound.apply_defaults()
     options = dict(list(bound.arguments.items())[1:])
     paths = _as_paths(store_path)
@@ -418,24 +519,26 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
     for p, index in zip(paths, ident.emotion_index):
         part = accumulate(zarr.open_group(p, mode="r", zarr_format=3), index, ident.emotions, position, fn.needs)
         stats = part if stats is None else stats.merge(part)
-    score = fn(stats, **options)
+    keys = fn(stats, **options)
     ref = shards[0]
-    coords = {"emotion": np.array(ident.emotions, dtype=object), "layer": ref["layer"].values,
-              "neuron": ref["neuron"].values}
+    layers, neurons = ref["layer"].values, ref["neuron"].values
+    rank, decided = rank_keys([keys.score, *keys.secondary.values()], tie_key(seed, layers, neurons))
+    coords = {"emotion": np.array(ident.emotions, dtype=object), "layer": layers, "neuron": neurons}
     dims = ("emotion", "layer", "neuron")
     params = {"selector": selector, "position": position, "split": split, "correct_only": bool(correct_only),
               "per_emotion": None if per_emotion is None else int(per_emotion), "seed": int(seed),
-              "selector_options": options,
+              "selector_options": options, "ranking_keys": ["score", *keys.secondary, "tie_key"],
               "undersized_emotions": [e for e, n in zip(ident.emotions, ident.n_available)
                                       if per_emotion is not None and n < per_emotion],
               "source_stores": [str(p) for p in paths]}
-    return xr.Dataset(
-        {"score": (dims, score.astype(np.float32)),
-         "rank": (dims, rank_scores(score)),
-         "random_order": (dims, random_order(score.shape, seed)),
-         "n_utterances": ("emotion", stats.n_utterances.astype(np.int64)),
-         "n_available": ("emotion", ident.n_available.astype(np.int64))},
-        coords=coords, attrs={**params, **{f"source_{k}": v for k, v in first.items()}})
+    data = {"score": (dims, keys.score.astype(np.float32)), "rank": (dims, rank), "decided_by": (dims, decided),
+            "n_utterances": ("emotion", stats.n_utterances.astype(np.int64)),
+            "n_available": ("emotion", ident.n_available.astype(np.int64)),
+            **{name: ((), value) for name, value in keys.extras.items()}}
+    if random_draws:
+        data["random_order"] = (("draw", *dims), random_order(random_draws, len(ident.emotions), layers, neurons, seed))
+        coords["draw"] = np.arange(random_draws)
+    return xr.Dataset(data, coords=coords, attrs={**params, **{f"source_{k}": v for k, v in first.items()}})
 
 
 def parse_variant(variant: str) -> tuple[int | None, int | None]:
@@ -453,21 +556,28 @@ CORRECT_ONLY = "correct"
 
 
 def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, variants: Sequence[str], *,
-                    seed: int = 0, **kwargs: Any) -> xr.Dataset:
+                    seed: int = 0, random_draws: int = 1, **kwargs: Any) -> xr.Dataset:
     """`select` for the full identification set ('all'), each identification-size subsample and the
     correct-only identification set ('correct'), stacked along a `variant` dimension: one file per
-    selector, no new model run for the sweeps."""
-    parts = []
+    selector, no new model run for the sweeps. The random controls (`random_draws` of them, from the
+    master seed) belong to the full set only: no variant dim."""
+    parts, control = [], None
     for v in variants:
         per_emotion, s = (None, None) if v == CORRECT_ONLY else parse_variant(v)
         options = {**kwargs, "correct_only": True} if v == CORRECT_ONLY else kwargs
-        ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s, **options)
+        ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s,
+                    random_draws=random_draws if v == "all" else 0, **options)
+        if v == "all" and random_draws:
+            control = ds["random_order"]
+            ds = ds.drop_vars(["random_order", "draw"])
         parts.append(ds.expand_dims(variant=[v]).assign(
             per_emotion=("variant", [-1 if per_emotion is None else per_emotion]),
             subsample_seed=("variant", [seed if s is None else s])))
     out = xr.concat(parts, dim="variant", combine_attrs="drop_conflicts")
+    if control is not None:
+        out = out.assign(random_order=control)
     out.attrs.pop("per_emotion", None)
-    out.attrs.update(variants=list(variants), seed=int(seed))  # the master seed; subsample seeds per variant
+    out.attrs.update(variants=list(variants), seed=int(seed), random_draws=int(random_draws if control is not None else 0))
     return out
 
 
@@ -503,9 +613,39 @@ def selected_mask(sel: xr.Dataset, fraction: float) -> xr.DataArray:
 
 
 def random_mask(sel: xr.Dataset, fraction: float) -> xr.DataArray:
-    """The control: per (emotion, layer), as many neurons as `selected_mask` has there, drawn uniformly."""
+    """The controls: per (draw, emotion, layer), as many neurons as `selected_mask` has there, drawn uniformly."""
     per_layer = selected_mask(sel, fraction).sum("neuron")
     return (sel["random_order"] < per_layer).rename("random")
+
+
+def ties_at_cut(sel: xr.Dataset, fraction: float) -> pd.DataFrame:
+    """Per emotion, how the set of `fraction` was cut from its neighbours in the ranking: `k` (set size),
+    `tied_score` neurons share the score at the cut (0 where the cut falls between distinct scores),
+    `tied_score_in_set` of them made it in (decided by the secondary keys or the tie key), and
+    `tied_all_keys` / `tied_all_keys_in_set` the same for ties on every meaningful key (decided by the
+    seeded tie key alone). Computed from the stored `rank` and `decided_by`."""
+    k = n_selected(sel, fraction)
+    n_keys = len(sel.attrs["ranking_keys"]) - 1
+    rows = []
+    for e in sel["emotion"].values:
+        rank = sel["rank"].sel(emotion=e).values.ravel()
+        eligible = rank != INELIGIBLE
+        decided = np.empty(int(eligible.sum()), np.int64)
+        decided[rank[eligible]] = sel["decided_by"].sel(emotion=e).values.ravel()[eligible]
+        row = {"selector": sel.attrs.get("selector", ""), "emotion": str(e), "fraction": fraction, "k": min(k, len(decided))}
+        for name, level in (("tied_score", 1), ("tied_all_keys", n_keys)):
+            tied, inside = 0, 0
+            if 0 < k < len(decided) and decided[k - 1] >= level:  # the cut splits a run tied on keys < level
+                start = k - 1
+                while start > 0 and decided[start - 1] >= level:
+                    start -= 1
+                stop = k
+                while stop < len(decided) - 1 and decided[stop] >= level:
+                    stop += 1
+                tied, inside = stop - start + 1, k - start
+            row[name], row[f"{name}_in_set"] = tied, inside
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -165,6 +165,39 @@ def test_specificity_with_the_bootstrap_of_the_mean(tmp_path, delta):
     check_outputs(out)
 
 
+def _with_draws(table: pd.DataFrame, shift: float = 0.2) -> pd.DataFrame:
+    """The random rows as two draws, the second shifted by `shift` in every value column (as metrics writes)."""
+    rand = table[table["control"] == "random"]
+    values = [c for c in ("delta_recall", "lo", "hi", "accuracy", "accuracy_lo", "accuracy_hi", "target_share",
+                          "target_share_lo", "target_share_hi") if c in table]
+    second = rand.assign(draw=1, **{c: rand[c] + shift for c in values})
+    return pd.concat([table[table["control"] != "random"].assign(draw=-1), rand.assign(draw=0), second],
+                     ignore_index=True).assign(bootstrap_unit="speaker")
+
+
+def test_random_draws_are_shown_as_their_mean(tmp_path, delta):
+    drawn = _with_draws(delta)
+    shown = F._norm(drawn)
+    keys = ["selector", "mode", "target", "fraction", "alpha", "class"]
+    mean = shown[shown["control"] == "random"].set_index(keys).sort_index()
+    one = F._norm(delta)
+    one = one[one["control"] == "random"].set_index(keys).sort_index()
+    assert len(mean) == len(one)
+    np.testing.assert_allclose(mean[["delta_recall", "lo", "hi"]], one[["delta_recall", "lo", "hi"]] + 0.1)
+    assert F._ci_text(drawn) == "95% CI, speakers resampled"
+    for name, plot in (("specificity", F.plot_specificity), ("delta_recall", F.plot_delta_recall)):
+        out = outputs(tmp_path, name)
+        plot(drawn, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+        check_outputs(out)
+    out = outputs(tmp_path, "set_size")
+    F.plot_set_size(drawn, out, selectors=SELECTORS, main_fraction=MAIN, title="organism · synthetic")
+    check_outputs(out)
+    conditions = _with_draws(pd.concat([fake_conditions(s).assign(selector=s) for s in SELECTORS], ignore_index=True))
+    out = outputs(tmp_path, "strength")
+    F.plot_strength(conditions, out, fraction=MAIN, selectors=SELECTORS, title="organism · synthetic")
+    check_outputs(out)
+
+
 def test_strength(tmp_path):
     conditions = pd.concat([fake_conditions(s).assign(selector=s) for s in SELECTORS], ignore_index=True)
     out = outputs(tmp_path, "strength")

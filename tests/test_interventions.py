@@ -2,17 +2,20 @@
 
 import numpy as np
 import torch
+import xarray as xr
 from conftest import make_tiny_adapter
 
 from esn.audio import load_16k_mono
 from esn.capture import store_order
 from esn.hooks import scaled
-from esn.interventions import Condition, evaluate, knockout_conditions, score_conditions, set_conditions
+from esn.interventions import (Condition, evaluate, knockout_conditions, score_conditions, selection_conditions,
+                               set_conditions)
 
 
 def _conditions(adapter, rng):
     L, N = adapter.n_layers, adapter.n_neurons
-    masks = {(e, c, 0.1): rng.random((L, N)) < 0.1 for e in ("happy", "sad") for c in ("selected", "random")}
+    masks = {(e, c, 0.1, d): rng.random((L, N)) < 0.1 for e in ("happy", "sad")
+             for c, d in (("selected", -1), ("random", 0), ("random", 1))}
     return set_conditions(masks, [0.5, 4.0]) + knockout_conditions(L, N) + [Condition("none")]
 
 
@@ -52,9 +55,13 @@ def test_evaluate_table_is_tidy_and_complete(tiny_adapter, tiny_manifest):
     table = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=5, max_rows=40)
     n_conditions = len({c for c in conditions if c.mode != "none"}) + 1
     assert len(table) == len(tiny_manifest) * n_conditions
-    for col in ["utterance_id", "emotion", "target", "mode", "alpha", "control", "predicted", "fraction", "layer",
-                *[f"p_{l}" for l in tiny_adapter.labels]]:
+    for col in ["utterance_id", "emotion", "speaker", "target", "mode", "alpha", "control", "predicted", "fraction",
+                "layer", "draw", *[f"p_{l}" for l in tiny_adapter.labels]]:
         assert col in table.columns
+    speakers = tiny_manifest.set_index("utterance_id")["speaker"].astype(str)
+    assert (table["speaker"].to_numpy() == speakers.loc[table["utterance_id"]].to_numpy()).all()
+    assert set(table.loc[table["control"] == "random", "draw"]) == {0, 1}
+    assert set(table.loc[table["control"] != "random", "draw"]) == {-1}
     assert set(table["mode"]) == {"none", "deactivate", "gain", "knockout"}
     probs = table[[f"p_{l}" for l in tiny_adapter.labels]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
@@ -94,8 +101,9 @@ def _injection_conditions(adapter, alphas, seed=0):
     out = []
     for control in ("selected", "random"):
         masks = {e: rng.random((L, N)) < 0.1 for e in LABELS}
-        out += set_conditions({(e, control, 0.05): m for e, m in masks.items()}, alphas)
-        out += injection_conditions(masks, LABELS, alphas, control, 0.05)
+        draw = -1 if control == "selected" else 0
+        out += set_conditions({(e, control, 0.05, draw): m for e, m in masks.items()}, alphas)
+        out += injection_conditions(masks, LABELS, alphas, control, 0.05, draw)
     return out
 
 
@@ -178,3 +186,29 @@ def test_evaluate_shares_forwards_across_tables_and_matches_separate_runs(tiny_m
         assert tables[key][["utterance_id", "mode", "target", "control", "alpha", "predicted"]].equals(
             alone[["utterance_id", "mode", "target", "control", "alpha", "predicted"]])
         np.testing.assert_allclose(_probs(tables[key], adapter), _probs(alone, adapter), atol=1e-5)
+
+
+def test_selection_conditions_carry_every_random_draw_at_the_main_size():
+    """Main-size deactivation (the headline effect) gets all R draws; the sweeps (other sizes, gain) draw 0."""
+    rng = np.random.default_rng(3)
+    E, L, N, R = 2, 2, 10, 3
+    rank = np.stack([rng.permutation(L * N).reshape(L, N) for _ in range(E)]).astype(np.int32)
+    order = np.stack([[[rng.permutation(N) for _ in range(L)] for _ in range(E)] for _ in range(R)]).astype(np.int32)
+    sel = xr.Dataset({"rank": (("variant", "emotion", "layer", "neuron"), np.stack([rank, rank[::-1]])),
+                      "random_order": (("draw", "emotion", "layer", "neuron"), order)},
+                     coords={"variant": ["all", "n5s0"], "emotion": ["happy", "sad"], "draw": np.arange(R)})
+    conditions = selection_conditions(sel, ["happy", "sad"], [0.1, 0.2], 0.2, [1.0])
+    full = [c for c in conditions if c.variant == "all" and c.mode != "inject"]
+    selected = [c for c in full if c.control == "selected"]
+    random = [c for c in full if c.control == "random"]
+    assert {c.draw for c in selected} == {-1}
+    for c in selected:  # each selected condition has its draws of the same size per layer
+        twins = [r for r in random if (r.mode, r.target, r.fraction, r.alpha) == (c.mode, c.target, c.fraction, c.alpha)]
+        headline = c.mode == "deactivate" and c.fraction == 0.2
+        assert sorted(r.draw for r in twins) == (list(range(R)) if headline else [0])
+        for r in twins:
+            assert {l: len(v) for l, v in r.neurons.items()} == {l: len(v) for l, v in c.neurons.items()}
+        if headline:  # the draws differ
+            assert len({tuple(np.concatenate(list(r.neurons.values()))) for r in twins}) > 1
+    sub = [c for c in conditions if c.variant == "n5s0"]
+    assert sub and all(c.control == "selected" and c.draw == -1 for c in sub)

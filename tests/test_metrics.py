@@ -1,9 +1,12 @@
 """Metrics against hand-computed values."""
 
+import logging
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from esn.metrics import summarize
+from esn.metrics import bootstrap_weights, summarize
 
 LABELS = ["a", "b"]
 
@@ -57,3 +60,94 @@ def test_mean_over_targets_pairs_selected_with_random():
     assert sel.loc["specificity_vs_random", "estimate"] == -0.5  # the random set changed nothing
     r = out[(out["mode"] == "deactivate") & (out["control"] == "random")].set_index("statistic")
     assert r.loc["specificity", "estimate"] == 0.0 and "specificity_vs_random" not in r.index
+
+
+def _with_random_draws(draw_preds: list[str]) -> pd.DataFrame:
+    """The deactivation of a's set with one random draw per string of predictions (u1..u4)."""
+    t = _table()
+    sel = t[t["mode"] == "deactivate"]
+    draws = [sel.assign(control="random", draw=d, predicted=list(p), p_a=[float(x == "a") for x in p],
+                        p_b=[float(x == "b") for x in p]) for d, p in enumerate(draw_preds)]
+    return pd.concat([t.assign(draw=-1), *draws], ignore_index=True)
+
+
+def test_selected_effect_against_random_draws():
+    # Δrecall(a, a): selected −.5 (see test_hand_computed_metrics). Draws: "aabb" 0, "babb" −.5, "abbb" −.5,
+    # "aaab" 0 -> mean −.25, sd (ddof 1) sqrt(4 · .0625 / 3) = .288675, min −.5, max 0.
+    # The selected effect is negative: draws ≤ −.5 are 2 -> p = (1 + 2) / (4 + 1) = .6;
+    # vs_random = −.5 − (−.25) = −.25.
+    out = summarize(_with_random_draws(["aabb", "babb", "abbb", "aaab"]), LABELS, n_boot=200, seed=0)
+    d = out["delta_recall"]
+    row = d[(d["control"] == "selected") & (d["mode"] == "deactivate") & (d["class"] == "a")].iloc[0]
+    assert row["random_draws"] == 4 and row["draw"] == -1
+    assert row["random_mean"] == -0.25 and row["random_sd"] == pytest.approx((4 * 0.0625 / 3) ** 0.5)
+    assert (row["random_min"], row["random_max"]) == (-0.5, 0.0)
+    assert row["p_value"] == pytest.approx(3 / 5)
+    assert row["vs_random"] == -0.25 and row["vs_random_lo"] <= -0.25 <= row["vs_random_hi"]
+    # class b: selected Δrecall 0, so the upper tail; per draw aabb 0, babb 0, abbb 0, aaab −.5 (u3 called a)
+    # -> draws ≥ 0: 3 -> p = 4/5, mean −.125
+    b = d[(d["control"] == "selected") & (d["mode"] == "deactivate") & (d["class"] == "b")].iloc[0]
+    assert b["p_value"] == pytest.approx(4 / 5) and b["random_mean"] == pytest.approx(-0.125)
+    random_rows = d[d["control"] == "random"]
+    assert sorted(random_rows["draw"].unique()) == [0, 1, 2, 3] and random_rows["p_value"].isna().all()
+    # summary: self = Δrecall(a, a) (one target); specificity = self − Δrecall(a, b)
+    # draws' specificity: 0, −.5, −.5, .5 -> mean −.125; selected −.5: draws ≤ −.5: 2 -> p = 3/5
+    s = out["summary"]
+    spec = s[(s["control"] == "selected") & (s["mode"] == "deactivate") & (s["statistic"] == "specificity")].iloc[0]
+    assert spec["random_mean"] == pytest.approx(-0.125) and spec["p_value"] == pytest.approx(3 / 5)
+    vs = s[(s["control"] == "selected") & (s["statistic"] == "specificity_vs_random")].iloc[0]
+    assert vs["estimate"] == pytest.approx(-0.375) == spec["vs_random"]
+    assert len(s[(s["control"] == "random") & (s["statistic"] == "self")]) == 4  # one row per draw
+    # a single draw at least as extreme as the selected effect in every draw: the p-value's floor 1/(R+1)
+    floor = summarize(_with_random_draws(["aabb", "aabb"]), LABELS, n_boot=50, seed=0)["delta_recall"]
+    assert floor[(floor["control"] == "selected") & (floor["class"] == "a")
+                 & (floor["mode"] == "deactivate")]["p_value"].iloc[0] == pytest.approx(1 / 3)
+
+
+def test_speaker_bootstrap_weights():
+    speakers = np.array([0, 0, 1, 2, 2, 2, 3, 1])
+    w = bootstrap_weights(len(speakers), 300, seed=1, clusters=speakers)
+    assert (w[0] == 1).all()
+    for g in range(4):
+        member = w[:, speakers == g]
+        assert (member == member[:, :1]).all()  # constant within a speaker
+    first = [int(np.flatnonzero(speakers == g)[0]) for g in range(4)]
+    assert (w[1:, first].sum(1) == 4).all()  # speaker multiplicities sum to the number of speakers
+    assert len({tuple(r) for r in w[1:]}) > 10  # and they do vary
+    plain = bootstrap_weights(len(speakers), 300, seed=1)
+    assert (plain[1:].sum(1) == len(speakers)).all() and not (plain[1:, 0] == plain[1:, 1]).all()
+
+
+def test_speaker_bootstrap_is_wider_with_few_speakers_and_recorded(caplog):
+    # 40 clips of 4 speakers; whether the model is right depends on the speaker only: resampling
+    # utterances pretends 40 independent trials, resampling speakers shows there are 4
+    rows = []
+    for u in range(40):
+        spk, y = u % 4, "ab"[u % 2]
+        right = spk < 2
+        rows.append({"utterance_id": f"u{u:02d}", "emotion": y, "speaker": f"s{spk}", "mode": "none", "target": "",
+                     "control": "", "fraction": 0.0, "alpha": 0.0, "layer": -1, "variant": "", "draw": -1,
+                     "predicted": y if right else "ab"[(u + 1) % 2], "p_a": 0.5, "p_b": 0.5})
+    t = pd.DataFrame(rows)
+    with caplog.at_level(logging.WARNING, logger="esn.metrics"):
+        by_speaker = summarize(t, LABELS, n_boot=300, seed=0)["conditions"].iloc[0]
+    assert "only 4 speakers" in caplog.text
+    by_utterance = summarize(t, LABELS, n_boot=300, seed=0, unit="utterance")["conditions"].iloc[0]
+    assert by_speaker["bootstrap_unit"] == "speaker" and by_utterance["bootstrap_unit"] == "utterance"
+    assert by_speaker["accuracy"] == by_utterance["accuracy"] == 0.5
+    width = {k: r["accuracy_hi"] - r["accuracy_lo"] for k, r in (("s", by_speaker), ("u", by_utterance))}
+    assert width["s"] > 1.5 * width["u"]
+
+
+def test_one_speaker_falls_back_to_utterances_with_a_warning(caplog):
+    t = _table().assign(speaker="only")
+    with caplog.at_level(logging.WARNING, logger="esn.metrics"):
+        out = summarize(t, LABELS, n_boot=20, seed=0)
+    assert "1 speaker" in caplog.text and "resampling utterances" in caplog.text
+    assert set(out["delta_recall"]["bootstrap_unit"]) == set(out["summary"]["bootstrap_unit"]) == {"utterance"}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="esn.metrics"):
+        summarize(_table(), LABELS, n_boot=20, seed=0)  # no speaker column at all
+    assert "no speaker column" in caplog.text
+    with pytest.raises(ValueError, match="bootstrap unit"):
+        summarize(t, LABELS, n_boot=20, unit="clip")

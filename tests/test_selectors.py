@@ -124,12 +124,18 @@ def test_lape_bar_entropy_and_assignment(hand: Path) -> None:
     argmax = lape.copy()
     argmax[2, 0, 2] = NEG
     np.testing.assert_allclose(scores(hand, "lape", quantile=0.75, assign="argmax"), argmax, rtol=1e-6)
-    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1; ties at the bar count (a strict > would select
-    # nothing): (0,1) reaches 1 for happy, (1,2) for sad — under both assignment rules
-    at_one = np.full_like(lape, NEG)
-    at_one[1, 0, 1], at_one[2, 1, 2] = -h01, -h12
-    np.testing.assert_allclose(scores(hand, "lape"), at_one, rtol=1e-6)
-    np.testing.assert_allclose(scores(hand, "lape", assign="argmax"), at_one, rtol=1e-6)
+    # default .95: position 16.15 -> 1 + .15·(1 − 1) = 1, inside the tie at the top value (saturated, as
+    # with gated activations). The bar is then the .95 quantile of the 16 values below 1 (ten 0s, .2, .25,
+    # .375, .4, .5, .5): position 15·.95 = 14.25 -> .5 + .25·(.5 − .5) = .5. Candidates max_e p ≥ .5:
+    # (0,0) happy .5, (0,1) happy 1, (0,2) neutral .5 (sad's .4 misses the bar), (1,2) sad 1 — the same
+    # under both rules; a bar of exactly 1 would have kept only (0,1) and (1,2)
+    saturated = np.full_like(lape, NEG)
+    saturated[1, 0, 0], saturated[1, 0, 1], saturated[0, 0, 2], saturated[2, 1, 2] = -h00, -h01, -h02, -h12
+    np.testing.assert_allclose(scores(hand, "lape"), saturated, rtol=1e-6)
+    np.testing.assert_allclose(scores(hand, "lape", assign="argmax"), saturated, rtol=1e-6)
+    default, at_75 = S.select(hand, "lape"), S.select(hand, "lape", quantile=0.75)
+    assert (float(default["lape_bar"]), float(default["lape_bar_saturated"])) == (0.5, 1.0)
+    assert float(at_75["lape_bar"]) == pytest.approx(0.39375) and float(at_75["lape_bar_saturated"]) == 0.0
     # ranks: sad's (1,2) (−H = 0) first, then (0,2); the rest can never be selected
     rank = S.select(hand, "lape", quantile=0.75)["rank"].values
     assert rank[2, 1, 2] == 0 and rank[2, 0, 2] == 1
@@ -156,8 +162,11 @@ def test_mad(hand: Path) -> None:
                          [[1, -1, 4.5], [-1, 3.5, .5]]])
     sel = S.select(hand, "mad")
     np.testing.assert_allclose(sel["score"].values, expected)
-    # ranks, ties by flat index: neutral 1 (flat 0), .5 (flat 3), .5 (flat 5), −1, −2.5, −3
-    np.testing.assert_array_equal(sel["rank"].values[0], [[0, 3, 5], [1, 4, 2]])
+    # ranks: neutral 1 (0,0), then .5 twice: (1,0) and (1,2) tie on the CAS margin too (0 and 0, see
+    # test_cas) and are decided by μ_neutral, 1 vs 2: (1,2) first (storage order would put (1,0) first)
+    np.testing.assert_array_equal(sel["rank"].values[0], [[0, 3, 5], [2, 4, 1]])
+    # decided_by (0 score, 1 margin, 2 μ, 3 tie key; −1 last): (1,2) is told from (1,0) by μ
+    np.testing.assert_array_equal(sel["decided_by"].values[0], [[0, 0, -1], [0, 0, 2]])
     np.testing.assert_array_equal(sel["n_utterances"].values, [2, 2, 1])
 
 
@@ -341,21 +350,25 @@ def test_merge_state_dict_and_shards(random_store, tmp_path: Path) -> None:
 
 def test_random_control_and_nesting(random_store) -> None:
     path = random_store[0]
-    sel = S.select(path, "mad", seed=3)
+    sel = S.select(path, "mad", seed=3, random_draws=4)
     fractions = [0.0, 0.1, 0.3, 0.5, 1.0]
     previous = previous_random = None
     for f in fractions:
         chosen, control = S.selected_mask(sel, f), S.random_mask(sel, f)
         assert (chosen.sum(("layer", "neuron")) == round(f * 15)).all()
-        xr.testing.assert_equal(control.sum("neuron"), chosen.sum("neuron"))  # same size per layer
+        assert control.sizes["draw"] == 4
+        xr.testing.assert_equal(control.sum("neuron"), chosen.sum("neuron").broadcast_like(control.sum("neuron")))
         if previous is not None:
             assert bool((previous <= chosen).all()) and bool((previous_random <= control).all())
         previous, previous_random = chosen, control
-    again, other = S.select(path, "mad", seed=3), S.select(path, "mad", seed=4)
+    again, other = S.select(path, "mad", seed=3, random_draws=4), S.select(path, "mad", seed=4, random_draws=4)
     np.testing.assert_array_equal(again["random_order"].values, sel["random_order"].values)
     assert not np.array_equal(other["random_order"].values, sel["random_order"].values)
     order = sel["random_order"].values
-    assert (np.sort(order, axis=-1) == np.arange(5)).all()  # a permutation per (emotion, layer)
+    assert (np.sort(order, axis=-1) == np.arange(5)).all()  # a permutation per (draw, emotion, layer)
+    assert all(not np.array_equal(order[a], order[b]) for a in range(4) for b in range(a))  # independent draws
+    # fewer draws are the first draws of more: R is a budget, not a different null
+    np.testing.assert_array_equal(S.select(path, "mad", seed=3, random_draws=2)["random_order"].values, order[:2])
 
 
 def test_round_trip(hand: Path, tmp_path: Path) -> None:
@@ -368,9 +381,11 @@ def test_round_trip(hand: Path, tmp_path: Path) -> None:
 
 
 def test_tables(hand: Path) -> None:
-    # k(.5) = round(.5 · 6) = 3 per emotion. MAD (see test_mad), top 3 by score, ties by flat index:
-    #   neutral {(0,0), (1,0), (1,2)}; happy {(0,1), (1,0), (1,1)}; sad {(0,2), (1,1), (0,0)}
+    # k(.5) = round(.5 · 6) = 3 per emotion. MAD (see test_mad), top 3 by score:
+    #   neutral {(0,0), (1,0), (1,2)}; happy {(0,1), (1,0), (1,2)} (−1 at (1,1) and (1,2): CAS −3 vs −1);
+    #   sad {(0,2), (1,1), (0,0)}
     # CAS (see test_cas): neutral {(0,0), (1,0), (1,2)}; happy {(0,1), (1,0), (1,2)}; sad {(0,2), (1,1), (0,0)}
+    #   (sad's 0 at (0,0) and (1,2): MAD 1 vs .5)
     sels = {"mad": S.select(hand, "mad"), "cas": S.select(hand, "cas")}
     counts = S.counts_per_layer(sels, 0.5)
     assert list(counts.columns) == ["selector", "emotion", "layer", "count"]
@@ -379,18 +394,127 @@ def test_tables(hand: Path) -> None:
                              ("sad", 0): 2, ("sad", 1): 1}
     emo = S.overlap_between_emotions(sels["mad"], 0.5).set_index(["emotion_a", "emotion_b"])["jaccard"]
     assert emo[("neutral", "neutral")] == 1.0
-    # every pair shares exactly one neuron of 5 distinct: 1/5
-    assert emo[("neutral", "happy")] == emo[("happy", "sad")] == emo[("sad", "neutral")] == pytest.approx(0.2)
+    # neutral and happy share (1,0), (1,2) of 4; happy and sad nothing; sad and neutral (0,0) of 5
+    assert emo[("neutral", "happy")] == pytest.approx(2 / 4) and emo[("happy", "sad")] == 0.0
+    assert emo[("sad", "neutral")] == pytest.approx(1 / 5)
     between = S.overlap_between_selectors(sels, 0.5).set_index(["emotion", "selector_a", "selector_b"])["jaccard"]
-    assert between[("neutral", "mad", "cas")] == 1.0 and between[("sad", "cas", "mad")] == 1.0
-    assert between[("happy", "mad", "cas")] == pytest.approx(2 / 4)  # share (0,1), (1,0) of 4
+    assert (between == 1.0).all()  # the secondary keys make MAD and CAS agree here
     stab = S.stability({"identification": sels["mad"], "every split": S.select(hand, "mad", split=None),
                         "lap": S.select(hand, "lap")}, 0.5)
     assert list(stab.columns) == ["selector", "variant_a", "variant_b", "emotion", "jaccard"]
     assert set(stab["selector"]) == {"mad"}  # lap has no partner variant
     # every split: sad μ' = (u4 + u5)/2 = [[51, 50.5, 52.5], [50, 51.5, 51]].
     # happy MAD = [[0,3,1],[1,0,1]] − (neutral + sad')/2 = [[−26.5, −22.75, −25.25], [−24.5, −25.25, −25.5]]
-    #   -> {(0,1), (1,0), (0,2)} vs {(0,1), (1,0), (1,1)}: 2 of 4.
+    #   -> (0,1), (1,0), then −25.25 at (0,2) and (1,1), also tied on CAS (−51.5 both, sad' the max), decided by
+    #   μ_happy 1 vs 0: {(0,1), (1,0), (0,2)} vs {(0,1), (1,0), (1,2)}: 2 of 4.
     # neutral MAD = [[−23.5, −25.75, −26.75], [−24.5, −26.75, −24]] -> {(0,0), (1,2), (1,0)}: unchanged;
     # sad MAD = sad' − (neutral + happy)/2 = [[50, 48.5, 52], [49, 52, 49.5]] -> {(0,2), (1,1), (0,0)}: unchanged
     assert stab.set_index("emotion")["jaccard"].to_dict() == {"neutral": 1.0, "happy": 0.5, "sad": 1.0}
+
+
+# ------------------------------------------------------------------------------------------------ ties, order
+
+
+def _one_utterance_per_emotion(path: Path, frac: np.ndarray, mean: np.ndarray, labels: tuple[str, ...]) -> Path:
+    """A store of one identification utterance per label; frac/mean are [label, layer, neuron]."""
+    df = pd.DataFrame({"utterance_id": [f"u{i}" for i in range(len(labels))], "emotion": list(labels),
+                       "speaker": "s", "corpus": "c", "split": "identification", "duration_s": 1.0,
+                       "correct": np.int8(1)})
+    return build_store(path, df, mean[:, None], frac[:, None], np.full((len(labels), 1), 10), labels)
+
+
+def test_lap_ties_are_broken_by_margin_then_mean(tmp_path: Path) -> None:
+    # 1 layer × 6 neurons; happy fires at every position of n0..n3 and n5 (p = 1: a five-way tie).
+    # margin p_happy − max(p_neutral, p_sad): n0 0, n1 .5, n2 .4, n3 .4, n5 .4;  μ_happy: n2 1, n3 2, n5 1.
+    # Order: n1 (margin .5), n3 (.4, μ 2), then n2 and n5 tie on every key (seeded tie key), n0 (margin 0),
+    # n4 (p .5). Storage order (the old rule) would take n0, n1 for k = 2.
+    labels = ("neutral", "happy", "sad")
+    frac = np.array([[[1, .5, 0, .6, 0, 0]], [[1, 1, 1, 1, .5, 1]], [[.9, .2, .6, 0, 0, .6]]])
+    mean = np.zeros_like(frac)
+    mean[1, 0] = [0, 0, 1, 2, 0, 1]
+    sel = S.select(_one_utterance_per_emotion(tmp_path / "s.zarr", frac, mean, labels), "lap")
+    assert sel.attrs["ranking_keys"] == ["score", "margin", "mu", "tie_key"]
+    rank = sel["rank"].sel(emotion="happy").values[0]
+    assert list(rank[[1, 3]]) == [0, 1] and sorted(rank[[2, 5]]) == [2, 3] and list(rank[[0, 4]]) == [4, 5]
+    assert set(np.flatnonzero(S.selected_mask(sel, 2 / 6).sel(emotion="happy").values[0])) == {1, 3}
+    # at k = 2 the cut splits the five-way tie on p (2 inside) but no tie on every key;
+    # at k = 3 it also splits n2/n5, tied on every key (1 inside: decided by the seeded tie key)
+    ties = pd.concat([S.ties_at_cut(sel, f) for f in (2 / 6, 3 / 6)]).set_index(["emotion", "k"])
+    assert ties.loc[("happy", 2), ["tied_score", "tied_score_in_set", "tied_all_keys", "tied_all_keys_in_set"]
+                    ].tolist() == [5, 2, 0, 0]
+    assert ties.loc[("happy", 3), ["tied_score", "tied_score_in_set", "tied_all_keys", "tied_all_keys_in_set"]
+                    ].tolist() == [5, 3, 2, 1]
+    # the tie key is the seed's: another seed may decide n2/n5 the other way, never anything else
+    for seed in range(1, 6):
+        other = S.select(tmp_path / "s.zarr", "lap", seed=seed)["rank"].sel(emotion="happy").values[0]
+        np.testing.assert_array_equal(np.delete(other, [2, 5]), np.delete(rank, [2, 5]))
+
+
+def _quantised_store(path: Path, perm: np.ndarray | None = None, layer_perms: np.ndarray | None = None) -> Path:
+    """40 utterances, 3 layers × 12 neurons, heavy ties (p in steps of 1/4, dead neurons 10 and 11 all zero).
+    `perm` reorders the neuron axis of every variable and the `neuron` coordinate alike; `layer_perms`
+    [L, N] reorders each layer's neurons differently (the data only: one coordinate cannot say so)."""
+    rng = np.random.default_rng(11)
+    n, L, N, labels = 40, 3, 12, ("a", "b", "c", "d")
+    df = pd.DataFrame({"utterance_id": [f"q{i:02d}" for i in range(n)], "emotion": np.array(labels)[np.arange(n) % 4],
+                       "speaker": "s", "corpus": "c", "split": "identification", "duration_s": 1.0,
+                       "correct": np.int8(1)})
+    frac = rng.integers(0, 5, (n, 1, L, N)) / 4
+    frac[:, :, :, :3] = 1.0  # always on for every emotion
+    mean = rng.normal(size=(n, 1, L, N))
+    attr = rng.normal(size=(n, L, N))
+    for x in (frac, mean, attr):
+        x[..., 10:] = 0.0
+    if perm is not None:
+        frac, mean, attr = frac[..., perm], mean[..., perm], attr[..., perm]
+    if layer_perms is not None:
+        frac, mean, attr = (np.stack([x[..., l, layer_perms[l]] for l in range(L)], axis=-2) for x in (frac, mean, attr))
+    build_store(path, df, mean, frac, np.full((n, 1), 8), labels, attribution=attr)
+    if perm is not None:
+        zarr.open_group(path, mode="r+")["neuron"][:] = perm
+    return path
+
+
+def _identity_sets(sel: xr.Dataset, fraction: float) -> dict[str, set[tuple[int, int]]]:
+    """Each emotion's set as (layer, neuron coordinate) pairs: comparable across storage orders."""
+    mask = S.selected_mask(sel, fraction)
+    neurons = sel["neuron"].values
+    return {str(e): {(int(l), int(neurons[n])) for l, n in zip(*np.nonzero(mask.sel(emotion=e).values))}
+            for e in sel["emotion"].values}
+
+
+@pytest.mark.parametrize("selector", list(S.SELECTORS))
+def test_selection_does_not_depend_on_storage_order(tmp_path: Path, selector: str) -> None:
+    rng = np.random.default_rng(5)
+    perm = rng.permutation(12)
+    base = S.select(_quantised_store(tmp_path / "a.zarr"), selector, random_draws=3)
+    moved = S.select(_quantised_store(tmp_path / "b.zarr", perm=perm), selector, random_draws=3)
+    np.testing.assert_array_equal(moved["neuron"].values, perm)
+    back = np.argsort(perm)  # moved's position of each original neuron
+    for v in ("score", "rank", "decided_by", "random_order"):
+        np.testing.assert_array_equal(moved[v].values[..., back], base[v].values)
+    fractions = [f / 36 for f in range(1, 36)]
+    ties = pd.concat([S.ties_at_cut(base, f) for f in fractions])
+    assert (ties["tied_score"] > 0).any()  # the store really has ties at cuts (the test can fail)
+    for f in fractions:
+        assert _identity_sets(moved, f) == _identity_sets(base, f)
+    # each layer's neurons reordered differently (identity = storage position there): the sets still
+    # move with the neurons wherever the meaningful keys decide the cut
+    layer_perms = np.stack([rng.permutation(12) for _ in range(3)])
+    shuffled = S.select(_quantised_store(tmp_path / "c.zarr", layer_perms=layer_perms), selector)
+    decided = 0
+    for f in fractions:
+        if (S.ties_at_cut(base, f)["tied_all_keys"] == 0).all():
+            decided += 1
+            mapped = {e: {(l, int(layer_perms[l][n])) for l, n in s}
+                      for e, s in _identity_sets(shuffled, f).items()}
+            assert mapped == _identity_sets(base, f)
+    assert decided >= 10
+
+
+def test_random_controls_belong_to_the_full_set(random_store) -> None:
+    sel = S.select_variants(random_store[0], "mad", ["all", "n3s0", "n3s1"], seed=2, random_draws=3)
+    assert sel["random_order"].dims == ("draw", "emotion", "layer", "neuron") and sel.attrs["random_draws"] == 3
+    full = S.select(random_store[0], "mad", seed=2, random_draws=3)
+    np.testing.assert_array_equal(sel["random_order"].values, full["random_order"].values)
+    assert S.random_mask(sel.sel(variant="all"), 0.2).sizes["draw"] == 3

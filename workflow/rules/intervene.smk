@@ -61,6 +61,7 @@ rule metrics:
         injection="results/tables/interventions/{path}.injection.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
+        unit=config["metrics"]["bootstrap_unit"],
         seed=config["seed"],
     log:
         "logs/metrics/{path}.log",
@@ -78,6 +79,7 @@ rule knockout_table:
         "results/tables/knockout/{model}/{eval_corpus}.csv",
     params:
         bootstrap=config["metrics"]["bootstrap"],
+        unit=config["metrics"]["bootstrap_unit"],
         seed=config["seed"],
     log:
         "logs/knockout_table/{model}/{eval_corpus}.log",

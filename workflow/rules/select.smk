@@ -9,6 +9,7 @@ rule select:
         selection=canonical(config["selection"]),
         variants=variants(),
         seed=config["seed"],
+        random_draws=config["intervention"]["random_draws"],
     log:
         "logs/select/{model}/{id_corpus}/{selector}.log",
     conda:
@@ -18,7 +19,8 @@ rule select:
 
 
 rule neuron_tables:
-    """ESN counts per layer, overlaps between emotions and selectors, stability across identification sizes."""
+    """ESN counts per layer, overlaps between emotions and selectors, stability across identification sizes,
+    and how many neurons tied at each set's cut (and were decided by which key)."""
     input:
         lib=LIB["select"],
         selections=lambda wc: expand("results/neurons/{model}/{id_corpus}/{selector}.zarr",
@@ -28,8 +30,10 @@ rule neuron_tables:
         emotions="results/tables/neurons/{model}/{id_corpus}/overlap_emotions.csv",
         selectors="results/tables/neurons/{model}/{id_corpus}/overlap_selectors.csv",
         stability="results/tables/neurons/{model}/{id_corpus}/stability.csv",
+        ties="results/tables/neurons/{model}/{id_corpus}/ties_at_cut.csv",
     params:
         fraction=config["intervention"]["fraction"],
+        fractions=config["intervention"]["fractions"],
         selectors=SELECTORS,
     log:
         "logs/neuron_tables/{model}/{id_corpus}.log",

@@ -6,8 +6,9 @@ from esn.workflow import setup_logging
 log = setup_logging(snakemake.log[0])
 table = pd.read_parquet(snakemake.input.table)
 labels = [c[2:] for c in table.columns if c.startswith("p_")]
-rows = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)["conditions"]
-keep = ["mode", "layer", "accuracy", "accuracy_lo", "accuracy_hi", "uar", "uar_lo", "uar_hi"]
+rows = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed,
+                 unit=snakemake.params.unit)["conditions"]
+keep = ["mode", "layer", "accuracy", "accuracy_lo", "accuracy_hi", "uar", "uar_lo", "uar_hi", "bootstrap_unit"]
 keep += [c for c in CARRIED if c in rows.columns]
 rows[keep + [c for c in rows.columns if c.startswith("recall_")]].to_csv(snakemake.output[0], index=False)
 log.info("knockout:\n%s", rows[["mode", "layer", "accuracy"]].to_string(index=False))

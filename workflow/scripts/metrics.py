@@ -6,7 +6,8 @@ from esn.workflow import setup_logging
 log = setup_logging(snakemake.log[0])
 table = pd.read_parquet(snakemake.input.table)
 labels = [c[2:] for c in table.columns if c.startswith("p_")]
-out = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed)
+out = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed,
+                unit=snakemake.params.unit)
 out["conditions"].to_csv(snakemake.output.conditions, index=False)
 out["delta_recall"].to_csv(snakemake.output.delta, index=False)
 out["summary"].to_csv(snakemake.output.summary, index=False)
