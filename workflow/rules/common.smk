@@ -21,6 +21,12 @@ def _check_config():
             raise ValueError(f"config models.{name}: trust_remote_code needs a pinned revision")
         if model["organism"] and config["organism"]["corpus"] not in config["corpora"]:
             raise ValueError(f"config organism.corpus: {config['organism']['corpus']!r} is not a key of corpora")
+        if model["organism"]:  # loaded exactly as trained: without a system turn
+            if model["system_prompt"] is None:
+                model["system_prompt"] = ""
+            if model["system_prompt"]:
+                raise ValueError(f"config models.{name}.system_prompt: the organism is trained without a system "
+                                 "prompt; leave it unset or \"\"")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
