@@ -4,13 +4,19 @@ The cost of a study is (utterances × conditions) decoder passes, so each is mad
 forward (no generation); the audio tower runs once per clip and its output is reused by every
 condition (`AudioLMAdapter.embed` then `decode_last` over repeated rows); many conditions share one
 forward through a per-row scale tensor at the MLP site; clips are length-bucketed.
+
+`mode="generate"` adds the evaluation kits' reading: greedy answers (`esn.generation`) from the same
+prefix with the same per-row scales active at every decoding step, parsed into labels (columns
+`generated`, `predicted_generated`); the scored columns are unchanged.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,8 +25,9 @@ from tqdm import tqdm
 from esn.audio import load_16k_mono
 from esn.batching import split_on_oom
 from esn.capture import store_order
+from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
-from esn.models.base import AudioLMAdapter
+from esn.models.base import AudioLMAdapter, Embedded
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("none", "deactivate", "gain", "knockout")
+#: How the model's answer is read: closed-set scoring only, or scoring plus greedy generation.
+ANSWER_MODES = ("score", "generate")
 
 
 @dataclass(frozen=True)
@@ -106,48 +115,92 @@ def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: 
     return scales
 
 
-@torch.no_grad()
-def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
-                     *, max_rows: int = 64) -> np.ndarray:
-    """Label probabilities [conditions, clips, labels]: the audio tower once, conditions batched as rows."""
+def _per_condition(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                   max_rows: int, run: Callable[[Embedded], Any]) -> list:
+    """`run` on the clips' prefix repeated once per condition, the conditions' scales active; the audio
+    tower runs once and conditions share forwards of up to `max_rows` rows. Results [condition][clip]."""
     batch = adapter.to_device(adapter.build_batch(waveforms))
     embedded = adapter.embed(batch)
     B = batch.size
     per_forward = max(1, max_rows // B)
     sites = adapter.site_modules()
-    out = []
+    out: list = []
     for i in range(0, len(conditions), per_forward):
         chunk = conditions[i:i + per_forward]
         rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
         with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device)):
-            probs = adapter.label_probabilities(embedded.select(rows))
-        out.append(probs.view(len(chunk), B, -1).cpu().numpy())
-    return np.concatenate(out)
+            result = run(embedded.select(rows))
+        out += [result[j * B:(j + 1) * B] for j in range(len(chunk))]
+    return out
+
+
+@torch.no_grad()
+def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                     *, max_rows: int = 64) -> np.ndarray:
+    """Label probabilities [conditions, clips, labels]: the audio tower once, conditions batched as rows."""
+    parts = _per_condition(adapter, waveforms, conditions, max_rows,
+                           lambda e: adapter.label_probabilities(e).cpu().numpy())
+    return np.stack(parts)
+
+
+@torch.no_grad()
+def generate_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                        *, max_rows: int = 64, max_new_tokens: int = 8) -> np.ndarray:
+    """Greedy answers [conditions, clips] (str), each condition's scales active on every decoding step."""
+    parts = _per_condition(adapter, waveforms, conditions, max_rows,
+                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens))
+    return np.array(parts, dtype=object).reshape(len(conditions), len(waveforms))
 
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame, conditions: list[Condition], *,
-             batch_size: int = 16, max_rows: int = 256) -> pd.DataFrame:
-    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table."""
+             batch_size: int = 16, max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8) -> pd.DataFrame:
+    """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table.
+
+    `mode="generate"` also decodes each (utterance, condition) greedily: columns `generated` (the text)
+    and `predicted_generated` (its parsed label, "other" when none is named).
+    """
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
     conditions = [Condition("none")] + [c for c in conditions if c.mode != "none"]
     utterances = store_order(manifest)
     frames = []
     fitted = batch_size
+
+    def run(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        probs = score_conditions(adapter, list(waves), conditions, max_rows=max_rows)
+        texts = (generate_conditions(adapter, list(waves), conditions, max_rows=max_rows,
+                                     max_new_tokens=max_new_tokens) if mode == "generate" else None)
+        return probs, texts
+
+    def combine(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+        texts = None if parts[0][1] is None else np.concatenate([t for _, t in parts], axis=1)
+        return np.concatenate([p for p, _ in parts], axis=1), texts
+
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
-        probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), conditions, max_rows=max_rows),
-                                  [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
+        (probs, texts), ran = split_on_oom(run, [load_16k_mono(p) for p in chunk["path"]], combine)
         if ran < len(chunk):  # split to fit GPU memory
             fitted = min(fitted, ran)
-        for c, p in zip(conditions, probs):
+        for k, (c, p) in enumerate(zip(conditions, probs)):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **c.describe()})
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
+            if texts is not None:
+                frame["generated"] = texts[k]
+                frame["predicted_generated"] = [parse_answer(t, adapter.labels) for t in texts[k]]
             frames.append(frame)
     if fitted < batch_size:
         log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
     table = pd.concat(frames, ignore_index=True)
     table.attrs["batch_size_that_fit"] = fitted
+    if mode == "generate":
+        base = table[table["mode"] == "none"]
+        agree = float((base["predicted"] == base["predicted_generated"]).mean())
+        table.attrs["scored_generated_agreement"] = agree
+        log.info("unmodified model: scored and generated predictions agree on %.3f of %d utterances "
+                 "(%.3f of the answers name no label)", agree, len(base),
+                 float((base["predicted_generated"] == "other").mean()))
     return table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "utterance_id"],
                              kind="stable").reset_index(drop=True)

@@ -8,6 +8,8 @@ Layout (dims named for xarray through Zarr v3 `dimension_names`):
     label_prob       (utterance, label)                     the unmodified model's label probabilities
     predicted, correct (utterance)                          its answer and whether it was right
     attribution      (utterance, layer, neuron)             Σ_t a·∂log p(true)/∂a (only when enabled)
+    generated, predicted_generated (utterance)              greedy answer text and its parsed label
+                                                            (only with capture mode "generate")
     block_done       (block)                                commit flag per block of utterances
 
 Coordinates along `utterance`: emotion, speaker, corpus, split, duration_s. Attributes: provenance
@@ -42,7 +44,8 @@ UTTERANCE_COORDS = ("emotion", "speaker", "corpus", "split", "duration_s")
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 #: Provenance keys that must agree before two stores (or a store and a job) may be combined.
 PROVENANCE_KEYS = ("model_family", "model_source", "model_revision", "site", "positions", "labels", "prompt",
-                   "n_layers", "n_neurons", "store_dtype", "attribution", "manifest_hash", "config_hash")
+                   "n_layers", "n_neurons", "store_dtype", "attribution", "answer_mode", "manifest_hash",
+                   "config_hash")
 
 
 #: Snakemake's marker file inside `directory()` outputs (it needs it to spot incomplete outputs).
@@ -91,6 +94,7 @@ class StoreLayout:
     block_size: int = 256
     neuron_chunk: int = 2368
     attribution: bool = False
+    generated: bool = False
 
     @property
     def n_blocks(self) -> int:
@@ -142,6 +146,9 @@ def create(path: str | Path, utterances: pd.DataFrame, layout: StoreLayout, attr
     if layout.attribution:
         _array(g, "attribution", (n, L, N), ["utterance", "layer", "neuron"], "float32", (b, 1, nc), np.nan,
                coords, compress=True)
+    if layout.generated:
+        for name in ("generated", "predicted_generated"):
+            _array(g, name, (n,), ["utterance"], str, (b,), None, coords)
     _array(g, "block_done", (layout.n_blocks,), ["block"], "bool", None, False)[:] = False
     return g
 
@@ -227,7 +234,7 @@ def merge(shards: list[str | Path], out: str | Path) -> None:
     partial = out.with_name(out.name + ".partial")
     g = create(partial, utterances, layout, attrs)
     names = [n for n in ("mean_activation", "frac_positive", "n_positions", "label_prob", "predicted", "correct",
-                         "attribution") if n in groups[0]]
+                         "attribution", "generated", "predicted_generated") if n in groups[0]]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     for k in range(layout.n_blocks):
         sl = layout.block(k)

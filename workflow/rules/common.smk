@@ -59,9 +59,9 @@ wildcard_constraints:
 _LIB = {
     "prepare": ["esn/prepare.py", "esn/audio.py", "esn/corpora/base.py"],
     "organism": ["esn/organism.py", "esn/models/base.py", "esn/models/qwen_omni.py", "esn/hooks.py"],
-    "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py"],
+    "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "select": ["esn/selectors.py"],
-    "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py"],
+    "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "metrics": ["esn/metrics.py"],
     "figures": ["esn/figures.py"],
 }

@@ -21,5 +21,6 @@ else:
     conditions = selection_conditions(open_selection(snakemake.input.selection), labels, cfg["fractions"],
                                       cfg["fraction"], cfg["alphas"])
 log.info("%d conditions x %d utterances", len(conditions) + 1, len(manifest))
-table = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
+table = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"],
+                 mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"])
 table.to_parquet(snakemake.output[0], index=False)
