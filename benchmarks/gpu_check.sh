@@ -4,7 +4,7 @@
 # Writes benchmarks/out/gpu_check_omni7b_cuda.json. ESN_GPU_CHECK_SHAPE=tiny runs the reduced shape (CPU ok).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
+PYTHON=${PYTHON:-$PWD/.venv/bin/python}
 SHAPE=${ESN_GPU_CHECK_SHAPE:-omni7b}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 cd benchmarks

@@ -100,9 +100,12 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     return out
 
 
-def knockout_conditions(n_layers: int, n_neurons: int) -> list[Condition]:
-    """One condition per decoder layer with its whole MLP activation zeroed."""
-    return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in range(n_layers)]
+def knockout_conditions(n_layers: int, n_neurons: int, layers: list[int] | None = None) -> list[Condition]:
+    """One condition per decoder layer (of `layers`, default all) with its whole MLP activation zeroed."""
+    layers = list(range(n_layers)) if layers is None else layers
+    if any(not 0 <= l < n_layers for l in layers):
+        raise ValueError(f"knockout layers {layers} outside the model's 0..{n_layers - 1}")
+    return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in layers]
 
 
 def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device) -> dict[int, torch.Tensor]:

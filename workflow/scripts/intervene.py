@@ -16,7 +16,7 @@ manifest = manifest[manifest["split"] == "evaluation"]
 labels = snakemake.config["corpora"][snakemake.wildcards.eval_corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 if snakemake.rule == "knockout":
-    conditions = knockout_conditions(adapter.n_layers, adapter.n_neurons)
+    conditions = knockout_conditions(adapter.n_layers, adapter.n_neurons, cfg["knockout_layers"])
 else:
     conditions = selection_conditions(open_selection(snakemake.input.selection), labels, cfg["fractions"],
                                       cfg["fraction"], cfg["alphas"])
