@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from esn.models.audio_flamingo import AudioFlamingo3Adapter
 from esn.models.qwen2_audio import Qwen2AudioAdapter
 from esn.models.qwen_omni import DEFAULT_SYSTEM, QwenOmniAdapter, processor_chat_template
 
-SCHEMA = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+SCHEMA = str(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
 #: a processor template unlike the organism tokenizer's: it adds a default system turn
 PROCESSOR_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
