@@ -4,6 +4,10 @@ Reductions happen inside the hooks, on the device, masked by the position groups
 counts), in float32; each batch is copied to the host once; a background thread writes block k to
 the store while the model runs block k+1. Utterances are stored sorted by duration, so the batches
 cut from a block need little padding (length bucketing).
+
+`mode="generate"` also stores the unmodified model's greedy answer and its parsed label (decoded
+without the capture hooks, so the statistics cover the prompt only) and logs how often the scored and
+generated predictions agree (store attribute `scored_generated_agreement`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tqdm import tqdm
 from esn import store
 from esn.audio import load_16k_mono
 from esn.batching import split_on_oom
+from esn.generation import generate_answers, parse_answer
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
 
@@ -38,6 +43,7 @@ class BatchStatistics:
     n_positions: np.ndarray      # [B, G]
     label_prob: np.ndarray       # [B, C]
     attribution: np.ndarray | None = None  # [B, L, N]
+    generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
 
 
 def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
@@ -99,7 +105,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
 
 def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
     return BatchStatistics(*[None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
-                             for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution")])
+                             for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution",
+                                       "generated")])
 
 
 def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -109,15 +116,18 @@ def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *, groups: list[str],
             batch_size: int = 16, dtype: str = "float32", attribution: bool = False, block_size: int = 256,
-            attrs: dict[str, str] | None = None) -> dict[str, Any]:
+            attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8) -> dict[str, Any]:
     """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`)."""
+    if mode not in ("score", "generate"):
+        raise ValueError(f"unknown answer mode {mode!r}; choose score or generate")
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     utterances = store_order(manifest)
     layout = store.StoreLayout(len(utterances), tuple(groups), adapter.n_layers, adapter.n_neurons,
-                               tuple(adapter.labels), dtype, block_size, attribution=attribution)
+                               tuple(adapter.labels), dtype, block_size, attribution=attribution,
+                               generated=mode == "generate")
     attrs = {**adapter.provenance(), **(attrs or {}), "positions": ",".join(groups), "store_dtype": dtype,
-             "attribution": str(attribution)}
+             "attribution": str(attribution), "answer_mode": mode}
     if partial.exists():
         g = store.open_group(partial)
         store.check_provenance(dict(g.attrs), attrs, f"partial store {partial}")
@@ -146,8 +156,14 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
 
                 def run(part: list) -> BatchStatistics:
                     truth = torch.tensor([label_index[e] for _, e in part]) if attribution else None
-                    return batch_statistics(adapter, adapter.build_batch([w for w, _ in part]), groups,
-                                            true_label=truth, dtype=torch_dtype)
+                    batch = adapter.build_batch([w for w, _ in part])
+                    stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
+                    if mode == "generate":
+                        with torch.no_grad():
+                            embedded = adapter.embed(adapter.to_device(batch))
+                        stats.generated = np.array(generate_answers(adapter, embedded, max_new_tokens=max_new_tokens),
+                                                   dtype=object)
+                    return stats
 
                 stats, ran = split_on_oom(run, items, _concat)
                 if ran < len(items):  # split to fit GPU memory
@@ -160,6 +176,10 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
             if not attribution:
                 del values["attribution"]
             values["predicted"] = np.asarray(adapter.labels, dtype=object)[block.label_prob.argmax(-1)]
+            if mode == "generate":
+                values["generated"] = block.generated
+                values["predicted_generated"] = np.array([parse_answer(t, adapter.labels) for t in block.generated],
+                                                         dtype=object)
             values["correct"] = (values["predicted"] == rows["emotion"].to_numpy(dtype=object)).astype("int8")
             if pending is not None:
                 pending.result()  # at most one block in flight; errors surface here
@@ -171,8 +191,15 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
         bar.close()
         writer.shutdown(wait=True)
     g.attrs["batch_size_that_fit"] = str(fitted)
+    summary: dict[str, Any] = {}
+    if mode == "generate":
+        agree = g["predicted_generated"][:] == g["predicted"][:]  # the whole store, also blocks of a resumed run
+        summary["scored_generated_agreement"] = round(float(agree.mean()), 4)
+        g.attrs["scored_generated_agreement"] = str(summary["scored_generated_agreement"])
+        log.info("unmodified model: scored and generated predictions agree on %.3f of %d utterances",
+                 summary["scored_generated_agreement"], len(utterances))
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
             "batch_size_that_fit": fitted, "seconds": round(elapsed, 2),
-            "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2)}
+            "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2), **summary}

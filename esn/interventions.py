@@ -18,14 +18,19 @@ forward plus one continuation forward over its KV cache; no generation); the aud
 clip and its output is reused by every condition (`AudioLMAdapter.embed`, then the answer step over
 repeated rows); many conditions share one forward through a per-row scale tensor at the MLP site
 (acting on the continuation positions too); clips are length-bucketed.
+
+`mode="generate"` adds the evaluation kits' reading: greedy answers (`esn.generation`) from the same
+prefix with the same per-row scales active at every decoding step, parsed into labels (columns
+`generated`, `predicted_generated`); the scored columns are unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -34,8 +39,9 @@ from tqdm import tqdm
 from esn.audio import load_16k_mono
 from esn.batching import split_on_oom
 from esn.capture import store_order
+from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
-from esn.models.base import AudioLMAdapter
+from esn.models.base import AudioLMAdapter, Embedded
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 MODES = ("none", "deactivate", "gain", "knockout", "inject")
 #: label-free injection strategies (see the module docstring); `oracle` is the upper bound that uses the label
 STRATEGIES = ("2pass", "mix", "union", "oracle")
+#: How the model's answer is read: closed-set scoring only, or scoring plus greedy generation.
+ANSWER_MODES = ("score", "generate")
 
 
 @dataclass(frozen=True)
@@ -149,9 +157,12 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     return out
 
 
-def knockout_conditions(n_layers: int, n_neurons: int) -> list[Condition]:
-    """One condition per decoder layer with its whole MLP activation zeroed."""
-    return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in range(n_layers)]
+def knockout_conditions(n_layers: int, n_neurons: int, layers: list[int] | None = None) -> list[Condition]:
+    """One condition per decoder layer (of `layers`, default all) with its whole MLP activation zeroed."""
+    layers = list(range(n_layers)) if layers is None else layers
+    if any(not 0 <= l < n_layers for l in layers):
+        raise ValueError(f"knockout layers {layers} outside the model's 0..{n_layers - 1}")
+    return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in layers]
 
 
 def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device,
@@ -173,26 +184,60 @@ def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: 
     return scales
 
 
-@torch.no_grad()
-def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
-                     *, max_rows: int = 64) -> np.ndarray:
-    """Label probabilities [conditions, clips, labels]: the audio tower once, conditions batched as rows."""
-    batch = adapter.to_device(adapter.build_batch(waveforms))
-    embedded = adapter.embed(batch)
-    B = batch.size
+def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list[Condition], max_rows: int,
+                   run: Callable[[Embedded], Any], base: torch.Tensor | None = None) -> list:
+    """`run` on the clips' prefix repeated once per condition, the conditions' scales active; conditions share
+    forwards of up to `max_rows` rows. Results [condition][clip]. `base`: the unmodified label probabilities
+    per clip (what `mix` weighs its sets by)."""
+    B = embedded.inputs_embeds.shape[0]
     per_forward = max(1, max_rows // B)
     sites = adapter.site_modules()
-    base = adapter.label_probabilities(embedded)  # the unmodified model: `none` rows, and `mix` weights
-    todo = [k for k, c in enumerate(conditions) if c.mode != "none"]
-    out = np.empty((len(conditions), B, len(adapter.labels)), dtype=np.float32)
-    out[[k for k, c in enumerate(conditions) if c.mode == "none"]] = base.cpu().numpy()
-    for i in range(0, len(todo), per_forward):
-        chunk = todo[i:i + per_forward]
+    out: list = []
+    for i in range(0, len(conditions), per_forward):
+        chunk = conditions[i:i + per_forward]
         rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
-        with scaled(sites, _scales([conditions[k] for k in chunk], B, adapter.n_neurons, adapter.device, base)):
-            probs = adapter.label_probabilities(embedded.select(rows))
-        out[chunk] = probs.view(len(chunk), B, -1).cpu().numpy()
+        with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device, base)):
+            result = run(embedded.select(rows))
+        out += [result[j * B:(j + 1) * B] for j in range(len(chunk))]
     return out
+
+
+@torch.no_grad()
+def answer_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition], *,
+                      max_rows: int = 64, mode: str = "score", max_new_tokens: int = 8
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label probabilities [conditions, clips, labels] and, with `mode="generate"`, greedy answers
+    [conditions, clips] (str): the audio tower runs once; the unmodified pass first (the `none` rows, and
+    the weights of `mix`), then the other conditions batched as rows."""
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
+    batch = adapter.to_device(adapter.build_batch(waveforms))
+    embedded = adapter.embed(batch)
+    base = adapter.label_probabilities(embedded)
+    todo = [k for k, c in enumerate(conditions) if c.mode != "none"]
+    probs = np.empty((len(conditions), batch.size, len(adapter.labels)), dtype=np.float32)
+    probs[[k for k, c in enumerate(conditions) if c.mode == "none"]] = base.cpu().numpy()
+    if todo:
+        probs[todo] = np.stack(_per_condition(adapter, embedded, [conditions[k] for k in todo], max_rows,
+                                              lambda e: adapter.label_probabilities(e).cpu().numpy(), base))
+    if mode == "score":
+        return probs, None
+    texts = _per_condition(adapter, embedded, conditions, max_rows,
+                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens), base)
+    return probs, np.array(texts, dtype=object).reshape(len(conditions), batch.size)
+
+
+def score_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                     *, max_rows: int = 64) -> np.ndarray:
+    """Label probabilities [conditions, clips, labels] (see `answer_conditions`)."""
+    return answer_conditions(adapter, waveforms, conditions, max_rows=max_rows)[0]
+
+
+def generate_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition],
+                        *, max_rows: int = 64, max_new_tokens: int = 8) -> np.ndarray:
+    """Greedy answers [conditions, clips] (str), each condition's scales active on every decoding step."""
+    return answer_conditions(adapter, waveforms, conditions, max_rows=max_rows, mode="generate",
+                             max_new_tokens=max_new_tokens)[1]
 
 
 def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -212,36 +257,52 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
-             max_rows: int = 256) -> pd.DataFrame | dict[str, pd.DataFrame]:
+             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8
+             ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
     with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
     scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
 
     Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
+    `mode="generate"` also decodes each (utterance, condition) greedily: columns `generated` (the text)
+    and `predicted_generated` (its parsed label, "other" when none is named).
     """
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
     groups = dict(conditions) if isinstance(conditions, Mapping) else {"": conditions}
     flat = [Condition("none")] + [c for cs in groups.values() for c in cs if c.mode != "none"]
     owner = [None] + [key for key, cs in groups.items() for c in cs if c.mode != "none"]
     utterances = store_order(manifest)
     frames: dict[str, list[pd.DataFrame]] = {key: [] for key in groups}
     fitted = batch_size
+
+    def run(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        return answer_conditions(adapter, list(waves), flat, max_rows=max_rows, mode=mode,
+                                 max_new_tokens=max_new_tokens)
+
+    def combine(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+        texts = None if parts[0][1] is None else np.concatenate([t for _, t in parts], axis=1)
+        return np.concatenate([p for p, _ in parts], axis=1), texts
+
     for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
         chunk = utterances.iloc[i:i + batch_size]
         speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
-        probs, ran = split_on_oom(lambda waves: score_conditions(adapter, list(waves), flat, max_rows=max_rows),
-                                  [load_16k_mono(p) for p in chunk["path"]], lambda parts: np.concatenate(parts, axis=1))
+        (probs, texts), ran = split_on_oom(run, [load_16k_mono(p) for p in chunk["path"]], combine)
         if ran < len(chunk):  # split to fit GPU memory
             fitted = min(fitted, ran)
-        for c, key, p in zip(flat, owner, probs):
+        for k, (c, key, p) in enumerate(zip(flat, owner, probs)):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **speaker, **c.describe()})
             frame["scoring"] = adapter.scorer.mode
             frame["predicted"] = np.asarray(adapter.labels, dtype=object)[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")
-            for k in (groups if key is None else [key]):
-                frames[k].append(frame)
+            if texts is not None:
+                frame["generated"] = texts[k]
+                frame["predicted_generated"] = [parse_answer(t, adapter.labels) for t in texts[k]]
+            for g in (groups if key is None else [key]):
+                frames[g].append(frame)
     if fitted < batch_size:
         log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
     tables = {}
@@ -250,8 +311,16 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
         if any(c.mode == "inject" for c in groups[key]):
             table = pd.concat([table, label_free_rows(table)], ignore_index=True)
         table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
-                                   "utterance_id"],
-                                  kind="stable").reset_index(drop=True)
+                                   "utterance_id"], kind="stable").reset_index(drop=True)
         table.attrs["batch_size_that_fit"] = fitted
         tables[key] = table
+    if mode == "generate":
+        unmodified = next(iter(tables.values()))
+        unmodified = unmodified[unmodified["mode"] == "none"]
+        agree = float((unmodified["predicted"] == unmodified["predicted_generated"]).mean())
+        for table in tables.values():
+            table.attrs["scored_generated_agreement"] = agree
+        log.info("unmodified model: scored and generated predictions agree on %.3f of %d utterances "
+                 "(%.3f of the answers name no label)", agree, len(unmodified),
+                 float((unmodified["predicted_generated"] == "other").mean()))
     return tables if isinstance(conditions, Mapping) else tables[""]

@@ -517,7 +517,7 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
         warnings.warn(f"no identification utterances for {empty}: their scores are -inf", stacklevel=2)
     stats = None
     for p, index in zip(paths, ident.emotion_index):
-        part = accumulate(zarr.open_group(p, mode="r", zarr_format=3), index, ident.emotions, position, fn.needs)
+        part = accumulate(store.open_zarr_group(p), index, ident.emotions, position, fn.needs)
         stats = part if stats is None else stats.merge(part)
     keys = fn(stats, **options)
     ref = shards[0]
@@ -592,7 +592,7 @@ def save_selection(ds: xr.Dataset, path: PathLike) -> None:
 
 def open_selection(path: PathLike) -> xr.Dataset:
     """Open a saved selection, loaded into memory (a few MB per emotion at the 7B shape)."""
-    with xr.open_zarr(Path(path), consolidated=False) as ds:
+    with store.open_dataset(path) as ds:
         return ds.load()
 
 

@@ -8,6 +8,8 @@ Layout (dims named for xarray through Zarr v3 `dimension_names`):
     label_prob       (utterance, label)                     the unmodified model's label probabilities
     predicted, correct (utterance)                          its answer and whether it was right
     attribution      (utterance, layer, neuron)             Σ_t a·∂log p(true)/∂a (only when enabled)
+    generated, predicted_generated (utterance)              greedy answer text and its parsed label
+                                                            (only with capture mode "generate")
     block_done       (block)                                commit flag per block of utterances
 
 Coordinates along `utterance`: emotion, speaker, corpus, split, duration_s. Attributes: provenance
@@ -23,6 +25,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +37,44 @@ import pandas as pd
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.errors import ZarrUserWarning
 
 UTTERANCE_COORDS = ("emotion", "speaker", "corpus", "split", "duration_s")
 #: Lossless Blosc zstd-3 with byte shuffle: ~300 MB/s writes, 1.05–1.3× smaller (NOTES.md).
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 #: Provenance keys that must agree before two stores (or a store and a job) may be combined.
 PROVENANCE_KEYS = ("model_family", "model_source", "model_revision", "site", "positions", "labels", "prompt",
-                   "n_layers", "n_neurons", "store_dtype", "attribution", "manifest_hash", "config_hash")
+                   "n_layers", "n_neurons", "store_dtype", "attribution", "answer_mode", "manifest_hash",
+                   "config_hash")
+
+
+#: Snakemake's marker file inside `directory()` outputs (it needs it to spot incomplete outputs).
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
+
+
+@contextmanager
+def tolerate_snakemake_marker() -> Iterator[None]:
+    """Silence zarr's warning about Snakemake's marker file, and only that one.
+
+    The marker must stay (Snakemake reads it), and zarr warns about every non-zarr object it lists;
+    any other such warning (a stray file that should not be there) still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=rf"Object at {SNAKEMAKE_MARKER.replace('.', '[.]')} is not recognized",
+                                category=ZarrUserWarning)
+        yield
+
+
+def open_zarr_group(path: str | Path, mode: str = "r") -> zarr.Group:
+    """`zarr.open_group` of a store that may live in a Snakemake `directory()` output, quietly."""
+    with tolerate_snakemake_marker():
+        return zarr.open_group(Path(path), mode=mode, zarr_format=3)
+
+
+def open_dataset(path: str | Path) -> xr.Dataset:
+    """`xr.open_zarr` (lazy) of a local store that may carry Snakemake's marker, quietly."""
+    with tolerate_snakemake_marker():
+        return xr.open_zarr(Path(path), consolidated=False)
 
 
 class ProvenanceError(ValueError):
@@ -58,6 +94,7 @@ class StoreLayout:
     block_size: int = 256
     neuron_chunk: int = 2368
     attribution: bool = False
+    generated: bool = False
 
     @property
     def n_blocks(self) -> int:
@@ -109,12 +146,15 @@ def create(path: str | Path, utterances: pd.DataFrame, layout: StoreLayout, attr
     if layout.attribution:
         _array(g, "attribution", (n, L, N), ["utterance", "layer", "neuron"], "float32", (b, 1, nc), np.nan,
                coords, compress=True)
+    if layout.generated:
+        for name in ("generated", "predicted_generated"):
+            _array(g, name, (n,), ["utterance"], str, (b,), None, coords)
     _array(g, "block_done", (layout.n_blocks,), ["block"], "bool", None, False)[:] = False
     return g
 
 
 def open_group(path: str | Path) -> zarr.Group:
-    return zarr.open_group(Path(path), mode="r+", zarr_format=3)
+    return open_zarr_group(path, mode="r+")
 
 
 def layout_of(g: zarr.Group) -> StoreLayout:
@@ -138,7 +178,7 @@ def write_block(g: zarr.Group, k: int, values: dict[str, np.ndarray]) -> None:
 def finalize(partial: str | Path, final: str | Path) -> None:
     """Atomically move a fully committed store into place (a stale final store is replaced)."""
     partial, final = Path(partial), Path(final)
-    g = zarr.open_group(partial, mode="r", zarr_format=3)
+    g = open_zarr_group(partial)
     missing = [int(k) for k in np.flatnonzero(~g["block_done"][:])]
     if missing:
         raise RuntimeError(f"store {partial} has uncommitted blocks {missing[:10]}; not finalizing")
@@ -169,7 +209,7 @@ def check_provenance(found: dict[str, Any], expected: dict[str, Any], what: str)
 
 def open_store(path: str | Path) -> xr.Dataset:
     """Open a finished store lazily; refuses one with uncommitted blocks."""
-    ds = xr.open_zarr(Path(path), consolidated=False)
+    ds = open_dataset(path)
     if not bool(ds["block_done"].values.all()):
         raise RuntimeError(f"store {path} is incomplete (uncommitted blocks): rerun its capture job")
     return ds
@@ -177,7 +217,7 @@ def open_store(path: str | Path) -> xr.Dataset:
 
 def merge(shards: list[str | Path], out: str | Path) -> None:
     """Concatenate finished shard stores (same provenance) into one store, block by block."""
-    groups = [zarr.open_group(Path(p), mode="r", zarr_format=3) for p in shards]
+    groups = [open_zarr_group(p) for p in shards]
     first = dict(groups[0].attrs)
     for p, g in zip(shards[1:], groups[1:]):
         check_provenance(dict(g.attrs), first, f"shard {p}")
@@ -194,7 +234,7 @@ def merge(shards: list[str | Path], out: str | Path) -> None:
     partial = out.with_name(out.name + ".partial")
     g = create(partial, utterances, layout, attrs)
     names = [n for n in ("mean_activation", "frac_positive", "n_positions", "label_prob", "predicted", "correct",
-                         "attribution") if n in groups[0]]
+                         "attribution", "generated", "predicted_generated") if n in groups[0]]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     for k in range(layout.n_blocks):
         sl = layout.block(k)

@@ -124,6 +124,31 @@ def test_shards_merge_into_the_store_of_one_job(tiny_adapter, tiny_manifest, tmp
     assert list(a["emotion"].values) == list(b["emotion"].values)
 
 
+
+def test_stores_with_the_snakemake_marker_open_without_warnings(tiny_adapter, tiny_manifest, tmp_path):
+    """Snakemake writes `.snakemake_timestamp` into directory() outputs; every open must stay silent."""
+    import warnings
+
+    from esn.selectors import open_selection, save_selection, select
+
+    shards = [tmp_path / f"{k}.zarr" for k in range(2)]
+    for k, path in enumerate(shards):
+        capture(tiny_adapter, tiny_manifest.iloc[k::2], path, groups=GROUPS, batch_size=6, block_size=8)
+        (path / store.SNAKEMAKE_MARKER).touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.merge(shards, tmp_path / "m.zarr")
+        (tmp_path / "m.zarr" / store.SNAKEMAKE_MARKER).touch()
+        store.open_store(tmp_path / "m.zarr").load()
+        save_selection(select(tmp_path / "m.zarr", "mad"), tmp_path / "sel.zarr")
+        (tmp_path / "sel.zarr" / store.SNAKEMAKE_MARKER).touch()
+        open_selection(tmp_path / "sel.zarr")
+    assert (tmp_path / "m.zarr" / store.SNAKEMAKE_MARKER).exists(), "Snakemake's marker must stay"
+    # narrow: any other stray object in a store still warns
+    (tmp_path / "m.zarr" / "stray.txt").touch()
+    with pytest.warns(UserWarning, match="stray.txt"):
+        store.open_store(tmp_path / "m.zarr")
+
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path

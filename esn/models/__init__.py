@@ -24,11 +24,16 @@ def adapter_class(name: str) -> type[AudioLMAdapter]:
 
 
 def load_adapter(spec: dict[str, Any], labels: list[str], device: str = "cpu") -> AudioLMAdapter:
-    """Load the model of a config entry (`models.<m>`) with the closed label set `labels`."""
+    """Load the model of a config entry (`models.<m>`) with the closed label set `labels`.
+
+    `system_prompt` unset (None) means the family's default, exactly as `Adapter.load` without it, so
+    the workflow and a direct load render the same prompt; `""` means no system turn.
+    """
     if spec.get("trust_remote_code") and not spec.get("revision"):
         raise ValueError(f"model {spec['path']}: trust_remote_code needs a pinned revision")
+    system = {} if spec.get("system_prompt") is None else {"system_prompt": spec["system_prompt"] or None}
     return adapter_class(spec["adapter"]).load(
         spec["path"], labels=labels, prompt=spec["prompt"], revision=spec.get("revision"),
         dtype=spec.get("dtype", "float32"), device=device, site=spec.get("site", "act_fn"),
-        system_prompt=spec.get("system_prompt"), trust_remote_code=bool(spec.get("trust_remote_code")),
-        scoring=spec.get("scoring", "full_label"), synonyms=spec.get("synonyms") or {})
+        trust_remote_code=bool(spec.get("trust_remote_code")), scoring=spec.get("scoring", "full_label"),
+        synonyms=spec.get("synonyms") or {}, **system)

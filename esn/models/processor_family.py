@@ -27,7 +27,7 @@ class ProcessorAdapter(AudioLMAdapter):
                  system_prompt: str | None = None, **kw: Any):
         super().__init__(model, processor.tokenizer, labels, prompt, **kw)
         self.processor = processor
-        self.system_prompt = system_prompt
+        self.system_prompt = system_prompt or None
         if getattr(processor, "audio_token", self.audio_token) != self.audio_token:
             raise ValueError(f"processor audio token {processor.audio_token!r} is not {self.audio_token!r}")
         model_audio_id = getattr(model.config, self.audio_token_attr, None)
@@ -45,6 +45,9 @@ class ProcessorAdapter(AudioLMAdapter):
         processor = AutoProcessor.from_pretrained(path, revision=revision)
         return cls(model, processor, labels, prompt, site=site, source=path, revision=revision,
                    system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
+
+    def provenance(self) -> dict[str, str]:
+        return {**super().provenance(), "system_prompt": self.system_prompt or ""}
 
     def conversation(self) -> list[dict[str, Any]]:
         """One user turn: the clip then the prompt (plus an optional system turn; the templates add

@@ -3,18 +3,36 @@
 Only the thinker (audio tower + text decoder) is loaded. Its processor cannot be built without
 torchvision (image/video processors), so inputs are built the way the processor does it: chat
 template -> the one `<|AUDIO|>` token replaced by as many copies as the clip has audio frames ->
-tokenize; log-mel features from the checkpoint's `WhisperFeatureExtractor` (128 bins).
+tokenize; log-mel features from the checkpoint's `WhisperFeatureExtractor` (128 bins). The chat
+template is the processor's own file (`chat_template.json`, else `chat_template.jinja`), read the
+way `ProcessorMixin.from_pretrained` reads it, not the tokenizer's.
+
+System prompt: by default the Qwen "virtual human" prompt (`DEFAULT_SYSTEM`). The model card makes it
+mandatory for speech output, and the official examples pass it for text-only answers too, so it is the
+prompt the released model is used (and was tuned) with; evaluation kits differ (some leave the
+template's "You are a helpful assistant."), so it is a config choice (`models.<m>.system_prompt`),
+recorded in every store's provenance. `""` means no system turn at all (the organism, which is trained
+that way).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+from transformers.utils import cached_file
 
 from esn.models.base import AudioLMAdapter, Batch
+
+log = logging.getLogger(__name__)
+
+#: The processor's template files, in the order `ProcessorMixin.from_pretrained` (transformers 5.x) prefers them.
+PROCESSOR_TEMPLATE_FILES = ("chat_template.json", "chat_template.jinja")
 
 DEFAULT_SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
                   "perceiving auditory and visual inputs, as well as generating text and speech.")
@@ -45,15 +63,50 @@ def whisper_features(extractor: WhisperFeatureExtractor, waveforms: list[np.ndar
     return feats, mask
 
 
+def processor_chat_template(path: str, revision: str | None = None) -> tuple[str, str] | None:
+    """(template, file name) of the checkpoint's processor, read from its file (no torchvision needed)."""
+    for name in PROCESSOR_TEMPLATE_FILES:
+        found = cached_file(path, name, revision=revision, _raise_exceptions_for_missing_entries=False)
+        if found:
+            text = Path(found).read_text(encoding="utf-8")
+            return (json.loads(text)["chat_template"] if name.endswith(".json") else text), name
+    return None
+
+
+def checkpoint_chat_template(path: str, tokenizer: Any, revision: str | None = None) -> tuple[str, str]:
+    """The template the real processor renders with: its own file, else the tokenizer's; never none.
+
+    A tokenizer template that differs from the processor's is logged (the prompt the model sees would
+    depend on which one a tool picks).
+    """
+    own = processor_chat_template(path, revision)
+    tok_template = getattr(tokenizer, "chat_template", None)
+    if own is None:
+        if not tok_template:
+            raise ValueError(f"checkpoint {path} has no chat template: neither {' nor '.join(PROCESSOR_TEMPLATE_FILES)} "
+                             "nor a tokenizer chat_template; add the processor's template file to the checkpoint")
+        return tok_template, "tokenizer"
+    template, name = own
+    if tok_template and tok_template != template:
+        log.warning("checkpoint %s: the processor's chat template (%s) differs from the tokenizer's "
+                    "(tokenizer_config.json); rendering with the processor's, as the real processor does", path, name)
+    return template, name
+
+
 class QwenOmniAdapter(AudioLMAdapter):
     family = "qwen2_5_omni"
     audio_token = "<|AUDIO|>"
 
     def __init__(self, model: Any, tokenizer: Any, feature_extractor: WhisperFeatureExtractor,
-                 labels: list[str], prompt: str, *, system_prompt: str | None = DEFAULT_SYSTEM, **kw: Any):
+                 labels: list[str], prompt: str, *, system_prompt: str | None = DEFAULT_SYSTEM,
+                 chat_template: str | None = None, chat_template_source: str = "tokenizer", **kw: Any):
         super().__init__(model, tokenizer, labels, prompt, **kw)
         self.feature_extractor = feature_extractor
-        self.system_prompt = system_prompt
+        self.system_prompt = system_prompt or None
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        if not self.chat_template:
+            raise ValueError("no chat template: pass one or give the tokenizer one")
+        self.chat_template_source = chat_template_source if chat_template else "tokenizer"
         tokenizer.padding_side = "left"
 
     @classmethod
@@ -65,8 +118,10 @@ class QwenOmniAdapter(AudioLMAdapter):
             path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         extractor = WhisperFeatureExtractor.from_pretrained(path, revision=revision)
+        template, source = checkpoint_chat_template(path, tokenizer, revision)
         return cls(model, tokenizer, extractor, labels, prompt, site=site, source=path, revision=revision,
-                   system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
+                   system_prompt=system_prompt, chat_template=template, chat_template_source=source,
+                   scoring=scoring, synonyms=synonyms)
 
     def chat_text(self) -> str:
         """The rendered chat with one audio placeholder, ready for the answer."""
@@ -75,7 +130,12 @@ class QwenOmniAdapter(AudioLMAdapter):
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
         messages.append({"role": "user", "content": [{"type": "audio", "audio": "clip"},
                                                      {"type": "text", "text": self.prompt}]})
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template,
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def provenance(self) -> dict[str, str]:
+        return {**super().provenance(), "system_prompt": self.system_prompt or "",
+                "chat_template_source": self.chat_template_source}
 
     def build_batch(self, waveforms: list[np.ndarray]) -> Batch:
         feats, frame_mask = whisper_features(self.feature_extractor, waveforms)

@@ -28,6 +28,12 @@ def _check_config():
             if len(classes) > 1:
                 raise ValueError(f"config organism.corpora: the organism's corpora must share one class list, "
                                  f"not {sorted(classes)}")
+        if model["organism"]:  # loaded exactly as trained: without a system turn
+            if model["system_prompt"] is None:
+                model["system_prompt"] = ""
+            if model["system_prompt"]:
+                raise ValueError(f"config models.{name}.system_prompt: the organism is trained without a system "
+                                 "prompt; leave it unset or \"\"")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
@@ -60,9 +66,9 @@ wildcard_constraints:
 _LIB = {
     "prepare": ["esn/prepare.py", "esn/audio.py", "esn/corpora/base.py"],
     "organism": ["esn/organism.py", "esn/models/base.py", "esn/models/qwen_omni.py", "esn/hooks.py"],
-    "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py"],
+    "capture": ["esn/capture.py", "esn/store.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "select": ["esn/selectors.py"],
-    "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py"],
+    "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "metrics": ["esn/metrics.py"],
     "figures": ["esn/figures.py"],
     "browser": ["esn/browser.py", "esn/figures.py", "esn/selectors.py", "esn/templates/browser/base.html",

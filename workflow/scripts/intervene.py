@@ -16,7 +16,8 @@ manifest = manifest[manifest["split"] == "evaluation"]
 labels = snakemake.config["corpora"][snakemake.wildcards.eval_corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 if snakemake.rule == "knockout":
-    conditions = {snakemake.output[0]: knockout_conditions(adapter.n_layers, adapter.n_neurons)}
+    conditions = {snakemake.output[0]: knockout_conditions(adapter.n_layers, adapter.n_neurons,
+                                                           cfg["knockout_layers"])}
 else:  # one table per selector (outputs in the order of params.selectors)
     sweeps = snakemake.wildcards.id_corpus == snakemake.wildcards.eval_corpus or cfg["transfer_sweeps"]
     conditions = {out: selection_conditions(open_selection(path), labels, cfg["fractions"], cfg["fraction"],
@@ -24,6 +25,7 @@ else:  # one table per selector (outputs in the order of params.selectors)
                   for out, path in zip(snakemake.output, snakemake.input.selections)}
 log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
          ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))
-tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
+tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"],
+                  mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"])
 for out, table in tables.items():
     table.to_parquet(out, index=False)
