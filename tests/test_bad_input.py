@@ -172,8 +172,11 @@ def test_model_path_without_weights_is_a_clear_error(tmp_path):
     assert str(tmp_path) in str(err.value) or "safetensors" in str(err.value) or "model_type" in str(err.value)
 
 
-def test_label_words_sharing_a_first_token_are_refused(tiny_adapter):
+def test_label_words_sharing_a_first_token_are_refused_by_first_token_scoring(tiny_adapter):
+    """First-token scoring cannot tell 'happy' from 'happyish'; whole-label scoring can (it appends the end
+    token and records the prefix relation)."""
     from esn.models.base import LabelScorer
 
     with pytest.raises(ValueError, match="'happy' and 'happyish'|share the first token"):
-        LabelScorer(tiny_adapter.tokenizer, ["happy", "happyish"])
+        LabelScorer(tiny_adapter.tokenizer, ["happy", "happyish"], mode="first_token")
+    assert LabelScorer(tiny_adapter.tokenizer, ["happy", "happyish"]).prefix_relations

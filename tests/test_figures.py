@@ -355,7 +355,8 @@ def test_captions_render():
     import jinja2
     from docutils.core import publish_parts
 
-    config = {"metrics": {"bootstrap": 1000}, "organism": {"corpora": ["synthetic", "other"]},
+    config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"}, "intervention": {"random_draws": 5},
+              "organism": {"corpora": ["synthetic", "other"]},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
     params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,

@@ -73,14 +73,14 @@ def test_cuda_out_of_memory_in_interventions_is_split_not_fatal(tiny_adapter, ti
 
     conditions = _conditions(tiny_adapter, np.random.default_rng(2))
     reference = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
-    real = iv.score_conditions
+    real = iv.answer_conditions
 
     def tight_memory(adapter, waves, *a, **k):
         if len(waves) > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(adapter, waves, *a, **k)
 
-    monkeypatch.setattr(iv, "score_conditions", tight_memory)
+    monkeypatch.setattr(iv, "answer_conditions", tight_memory)
     table = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
     assert table.attrs["batch_size_that_fit"] == 3
     assert (table["predicted"] == reference["predicted"]).all()
