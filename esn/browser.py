@@ -235,8 +235,10 @@ def _main_rows(table: pd.DataFrame, mode: str, fraction: float, emotion: str) ->
 
 def delta_recall_rows(delta: pd.DataFrame, fraction: float, emotion: str, classes: Sequence[str]
                       ) -> list[dict[str, Any]]:
-    """The Δrecall row of the emotion's set under deactivation (and its random control), in pp, coloured."""
+    """The Δrecall row of the emotion's set under deactivation (and its random control: the mean over its
+    draws), in pp, coloured."""
     d = _main_rows(delta, "deactivate", fraction, emotion)
+    d = d.groupby(["control", "class"], as_index=False)[["delta_recall", "lo", "hi"]].mean()
     limit = max(5.0, float(np.nanmax(np.abs(100 * delta["delta_recall"].to_numpy(float)), initial=0.0)))
     rows = []
     for control in ("selected", "random"):
@@ -262,6 +264,7 @@ def _classes(delta: pd.DataFrame, emotions: Sequence[str]) -> list[str]:
 
 def gain_curves(conditions: pd.DataFrame, fraction: float, emotion: str) -> dict[str, pd.DataFrame]:
     c = _main_rows(conditions, "gain", fraction, emotion)
+    c = c.groupby(["control", "alpha"], as_index=False)["target_share"].mean()  # random: mean over its draws
     return {control: part[["alpha", "target_share"]] for control in ("selected", "random")
             if not (part := c[c["control"] == control]).empty}
 

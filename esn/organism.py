@@ -9,7 +9,8 @@ Design choices (measured; see README "The model organism"):
 - the audio encoder is small and learns slowly (its learning rate × `encoder_lr_scale`) and the
   decoder has several layers with a wide MLP, so the emotion decision is computed in the decoder;
 - each step also scores the model with one random decoder layer's MLP knocked out and pushes that
-  prediction towards uniform (`knockout_weight`): the decision must run through every layer's MLP,
+  prediction towards uniform (`knockout_weight`, ramped in over the first `knockout_ramp` of the steps,
+  so that recognising comes first): the decision must run through every layer's MLP,
   as a plainly trained organism bypasses its MLPs entirely (NOTES.md). Without this, no neuron
   study on the organism would mean anything.
 """
@@ -70,6 +71,7 @@ class OrganismConfig:
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
     knockout_weight: float = 0.5
+    knockout_ramp: float = 0.4
     warmup: int = 60
     seed: int = 0
     threads: int = 2
@@ -200,8 +202,11 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
             layer = int(rng.integers(model.config.text_config.num_hidden_layers))
             with knocked_out(sites, [layer]):
                 ko = adapter.label_logprobs(embedded)
-            # with any one layer's MLP gone the model should not know the emotion: uniform over labels
-            loss = loss - cfg.knockout_weight * ko.mean()
+            # with any one layer's MLP gone the model should not know the emotion: uniform over labels.
+            # Ramped in over the first `knockout_ramp` of training: learning to recognise comes first (from the
+            # start, uniform answers satisfy this term and a hard corpus can trap training there).
+            ramp = min(1.0, step / max(1.0, cfg.knockout_ramp * cfg.steps))
+            loss = loss - ramp * cfg.knockout_weight * ko.mean()
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * _schedule(step, cfg)
         opt.zero_grad(set_to_none=True)

@@ -151,3 +151,44 @@ def test_one_speaker_falls_back_to_utterances_with_a_warning(caplog):
     assert "no speaker column" in caplog.text
     with pytest.raises(ValueError, match="bootstrap unit"):
         summarize(t, LABELS, n_boot=20, unit="clip")
+
+
+def test_injection_table_by_hand():
+    """2-Pass rows predicting a,a,b,a (u4 wrong): accuracy 3/4, change −1/4 against the unmodified model."""
+    base = _table()
+    base = base[base["mode"] == "none"]
+    inject = base.assign(mode="inject", target="2pass", control="selected", fraction=0.1, alpha=2.0, variant="all",
+                         predicted=list("aaba"))
+    out = summarize(pd.concat([base, inject], ignore_index=True), LABELS, n_boot=100, seed=0, unit="utterance")
+    inj = out["injection"].set_index("statistic")
+    assert set(out["injection"]["strategy"]) == {"2pass"}
+    assert inj.loc["accuracy", "estimate"] == 0.75 and inj.loc["accuracy", "change"] == -0.25
+    assert inj.loc["recall_b", "change"] == -0.5 and inj.loc["recall_a", "change"] == 0.0
+    assert inj.loc["accuracy", "change_lo"] <= -0.25 <= inj.loc["accuracy", "change_hi"]
+
+
+def test_transfer_table_has_every_study_selector_control_and_class():
+    """One row per (identify, evaluate, selector, control, draw, target, class) of main-size deactivation;
+    other sizes, other variants and the gain rows are left out."""
+    from esn.metrics import transfer_table
+
+    rows = []
+    studies = [("A", "A"), ("A", "B"), ("B", "A"), ("B", "B")]
+    for i, e in studies:
+        for sel in ("mad", "cas"):
+            for control, draws in (("selected", [-1]), ("random", [0, 1, 2])):
+                for draw in draws:
+                    for mode, fraction, variant in (("deactivate", 0.05, "all"), ("deactivate", 0.1, "all"),
+                                                    ("deactivate", 0.05, "n10s0"), ("gain", 0.05, "all")):
+                        for target in LABELS:
+                            for c in [*LABELS, "specificity"]:
+                                rows.append({"identify": i, "evaluate": e, "selector": sel, "mode": mode,
+                                             "variant": variant, "control": control, "draw": draw, "target": target,
+                                             "fraction": fraction, "alpha": 0.0, "class": c, "delta_recall": -0.1,
+                                             "lo": -0.2, "hi": 0.0})
+    table = transfer_table(pd.DataFrame(rows), 0.05)
+    assert len(table) == len(studies) * 2 * (1 + 3) * len(LABELS) * (len(LABELS) + 1)
+    counts = table.groupby(["identify", "evaluate", "selector", "control"]).size()
+    assert len(counts) == len(studies) * 2 * 2
+    assert (counts.xs("random", level="control") == 3 * counts.xs("selected", level="control")).all()
+    assert set(table["class"]) == {*LABELS, "specificity"}

@@ -58,13 +58,21 @@ def _summary(work: Path, selectors: list[str], fraction: float) -> pd.DataFrame:
     return pd.concat(rows)
 
 
-def test_organism_recognises_emotion_through_its_mlps(default_run):
+def test_organism_recognises_emotion_through_its_mlps_and_errs(default_run):
+    """On each corpus the organism recognises emotion well above chance but not perfectly (real LALMs score
+    roughly 50–75 % on acted corpora: confusions to study, headroom for injection), and its decision runs
+    through the decoder MLPs: zeroing every layer's MLP, and zeroing at least one single layer's, each
+    removes at least half of its UAR above chance."""
     m = json.loads((default_run / "resources/models/organism/metrics.json").read_text())
-    print("organism:", {k: m[k] for k in ("heldout_accuracy", "chance", "recall", "knockout_accuracy", "train_seconds")})
-    assert m["heldout_accuracy"] >= 0.90 and m["chance"] == 0.25
-    # every decoder layer's MLP carries the decision: zeroing any one of them (or all) costs most of it
-    for layer, acc in m["knockout_accuracy"].items():
-        assert acc <= m["heldout_accuracy"] - 0.3, (layer, acc)
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    assert set(m["corpora"]) == set(config["organism"]["corpora"]) and m["chance"] == 0.25
+    for corpus, c in m["corpora"].items():
+        print(f"organism on {corpus}:", {k: c[k] for k in ("heldout_uar", "recall", "knockout_uar")})
+        errors = sum(n for t, row in c["confusion"].items() for p, n in row.items() if p != t)
+        assert 0.55 <= c["heldout_uar"] <= 0.95 and errors >= 0.05 * c["n_evaluation"], (corpus, c["heldout_uar"])
+        knock, above = c["knockout_uar"], c["heldout_uar"] - m["chance"]
+        assert knock["all"] - m["chance"] <= above / 2, (corpus, knock)
+        assert min(v for k, v in knock.items() if k != "all") - m["chance"] <= above / 2, (corpus, knock)
 
 
 def test_deactivating_emotion_neurons_is_specific(default_run):
@@ -104,6 +112,43 @@ def test_gain_steers_predictions_towards_the_target(default_run):
     assert share[alphas[-1]] > share[alphas[0]] + 0.05
     assert share[alphas[-1]] > baseline + 0.05
     assert (gain[gain["alpha"] == alphas[-1]]["target_share_lo"] > baseline).mean() >= 0.5
+
+
+def test_transfer_matrix_covers_every_study_with_its_random_draws(default_run):
+    """The transfer table holds main-size deactivation of every (identify, evaluate) study of the default,
+    every selector, the selected set and each of its R random draws, for every target and class."""
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    selectors, labels = config["selection"]["selectors"], config["corpora"]["synthetic"]["classes"]
+    draws = config["intervention"].get("random_draws", 5)
+    t = pd.read_csv(default_run / "results/tables/transfer/organism.csv", keep_default_na=False, na_values=[""])
+    studies = {(s["identify"], s["evaluate"]) for s in config["studies"]}
+    assert set(zip(t["identify"], t["evaluate"])) == studies and len(studies) == 4
+    per = t.groupby(["identify", "evaluate", "selector", "control"]).size()
+    assert len(per) == len(studies) * len(selectors) * 2
+    assert (per.xs("selected", level="control") == len(labels) * (len(labels) + 1)).all()
+    assert (per.xs("random", level="control") == draws * len(labels) * (len(labels) + 1)).all()
+    spec = t[t["class"] == "specificity"]
+    matrix = spec.groupby(["selector", "control", "identify", "evaluate"])["delta_recall"].mean().unstack("evaluate")
+    print(f"mean specificity (identify × evaluate):\n{matrix.round(3)}")
+    assert {"p_value", "random_mean", "vs_random"} <= set(t.columns)
+
+
+def test_injection_tables_hold_every_strategy_beside_its_random_counterpart(default_run):
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    alphas = config["intervention"]["alphas"]
+    for corpus in config["organism"]["corpora"]:
+        best = []
+        for selector in config["selection"]["selectors"]:
+            inj = pd.read_csv(default_run / f"results/tables/interventions/organism/{corpus}/{selector}/"
+                                            f"{corpus}.injection.csv")
+            grid = inj.groupby(["strategy", "control"])["alpha"].apply(lambda a: sorted(set(a)))
+            assert set(grid.index) == {(s, c) for s in ("2pass", "mix", "union", "oracle")
+                                       for c in ("selected", "random")}
+            assert all(g == sorted(alphas) for g in grid)
+            uar = inj[(inj["statistic"] == "uar") & (inj["control"] == "selected")]
+            top = uar.loc[uar.groupby("strategy")["change"].idxmax()].set_index("strategy")
+            best.append(top[["alpha", "estimate", "change", "change_lo", "change_hi"]].assign(selector=selector))
+        print(f"{corpus}: best α per strategy (UAR change vs unmodified):\n{pd.concat(best).round(3)}")
 
 
 def test_untrained_organism_shows_no_specificity(untrained_run):

@@ -58,10 +58,10 @@ PROSODY: dict[str, Prosody] = {
 }
 
 #: A second acting style (corpus `rendering: b`): sad and neutral are rendered as in the first; happy is
-#: calmer (less F0 rise and range, slower), angry is lower-pitched but faster, louder-but-less and rougher.
+#: calmer (less F0 rise and range, a little slower), angry is lower-pitched but faster, less loud and rougher.
 PROSODY_B: dict[str, Prosody] = {
     **PROSODY,
-    "happy": Prosody(1.18, 6.0, 4.8, 2.0, 0.010, 0.91, 0.02),
+    "happy": Prosody(1.22, 7.0, 5.0, 2.0, 0.010, 0.91, 0.02),
     "angry": Prosody(1.05, 4.0, 6.3, 5.0, 0.040, 0.78, 0.04),
     "fear": Prosody(1.30, 5.0, 7.0, -2.0, 0.050, 0.91, 0.08),
     "surprise": Prosody(1.35, 9.0, 4.2, 3.0, 0.012, 0.89, 0.03),
@@ -141,19 +141,20 @@ def synthesize(emotion: str, speaker: Speaker, rng: np.random.Generator,
 
 
 def telephone(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A room (exponentially decaying reverberation, RT60 0.2–0.6 s), the 300–3400 Hz telephone band, an
-    automatic gain control that halves loudness differences (in dB), and line noise at 12–25 dB SNR."""
-    rt60 = rng.uniform(0.2, 0.6)
+    """A room (exponentially decaying reverberation, RT60 0.15–0.45 s), the 300–3400 Hz telephone band, an
+    automatic gain control that removes a quarter of loudness differences (in dB), and line noise at
+    15–30 dB SNR."""
+    rt60 = rng.uniform(0.15, 0.45)
     t = np.arange(int(rt60 * RATE)) / RATE
     room = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    room[0] = 1.0 / rng.uniform(0.15, 0.5)  # direct-to-reverberant ratio
+    room[0] = 1.0 / rng.uniform(0.1, 0.3)  # direct-to-reverberant ratio
     x = fftconvolve(wave.astype(np.float64), room)[:len(wave)]
     x = sosfilt(butter(4, [300, 3400], btype="bandpass", fs=RATE, output="sos"), x)
     rms = np.sqrt(np.mean(x ** 2)) + 1e-9
-    target = 0.08 * (rms / 0.08) ** 0.5  # AGC: half of the level difference to 0.08 RMS survives
+    target = 0.08 * (rms / 0.08) ** 0.75  # AGC: three quarters of the level difference to 0.08 RMS survive
     x *= target / rms
     noise = sosfilt(butter(2, [200, 3600], btype="bandpass", fs=RATE, output="sos"), rng.standard_normal(len(x)))
-    snr_db = rng.uniform(12, 25)
+    snr_db = rng.uniform(15, 30)
     x += noise * np.sqrt(np.mean(x ** 2) / (np.mean(noise ** 2) + 1e-12)) * 10 ** (-snr_db / 20)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
