@@ -127,7 +127,8 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     null its p-value is read against); every sweep uses draw 0 (its cost grows with each condition). The
     selected sets have draw −1. Each other variant (identification-size subsamples, correct-only
     identification): deactivation of the selected sets at the main size (its control is the full set's).
-    `sweeps=False` (a transfer study) keeps only main-size deactivation of the full set and its draws.
+    `sweeps=False` (by default a transfer study) keeps only main-size deactivation of the full set and
+    random draw 0 (the cost of a study without sweeps stays small).
     """
     from esn.selectors import random_mask, selected_mask
 
@@ -143,7 +144,7 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
             for target in targets:
                 masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
                 if control is not None:
-                    for draw in control["draw"].values.tolist():
+                    for draw in control["draw"].values.tolist()[:None if sweeps else 1]:
                         masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
             at_main = bool(np.isclose(fraction, main_fraction))
             one_draw = {k: m for k, m in masks.items() if k[3] <= 0}

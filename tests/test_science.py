@@ -116,7 +116,8 @@ def test_gain_steers_predictions_towards_the_target(default_run):
 
 def test_transfer_matrix_covers_every_study_with_its_random_draws(default_run):
     """The transfer table holds main-size deactivation of every (identify, evaluate) study of the default,
-    every selector, the selected set and each of its R random draws, for every target and class."""
+    every selector, the selected set and its random draws (R with sweeps, else one), for every target and
+    class."""
     config = yaml.safe_load((default_run / "config/config.yaml").read_text())
     selectors, labels = config["selection"]["selectors"], config["corpora"]["synthetic"]["classes"]
     draws = config["intervention"].get("random_draws", 5)
@@ -125,8 +126,12 @@ def test_transfer_matrix_covers_every_study_with_its_random_draws(default_run):
     assert set(zip(t["identify"], t["evaluate"])) == studies and len(studies) == 4
     per = t.groupby(["identify", "evaluate", "selector", "control"]).size()
     assert len(per) == len(studies) * len(selectors) * 2
-    assert (per.xs("selected", level="control") == len(labels) * (len(labels) + 1)).all()
-    assert (per.xs("random", level="control") == draws * len(labels) * (len(labels) + 1)).all()
+    rows = len(labels) * (len(labels) + 1)
+    assert (per.xs("selected", level="control") == rows).all()
+    for s in config["studies"]:
+        swept = s.get("sweeps", s["identify"] == s["evaluate"])
+        assert (per.xs(("random", s["identify"], s["evaluate"]), level=("control", "identify", "evaluate"))
+                == (draws if swept else 1) * rows).all(), s
     spec = t[t["class"] == "specificity"]
     matrix = spec.groupby(["selector", "control", "identify", "evaluate"])["delta_recall"].mean().unstack("evaluate")
     print(f"mean specificity (identify × evaluate):\n{matrix.round(3)}")
@@ -136,7 +141,10 @@ def test_transfer_matrix_covers_every_study_with_its_random_draws(default_run):
 def test_injection_tables_hold_every_strategy_beside_its_random_counterpart(default_run):
     config = yaml.safe_load((default_run / "config/config.yaml").read_text())
     alphas = config["intervention"]["alphas"]
-    for corpus in config["organism"]["corpora"]:
+    swept = [s["identify"] for s in config["studies"]
+             if s["identify"] == s["evaluate"] and s.get("sweeps", True)]
+    assert swept
+    for corpus in swept:
         best = []
         for selector in config["selection"]["selectors"]:
             inj = pd.read_csv(default_run / f"results/tables/interventions/organism/{corpus}/{selector}/"

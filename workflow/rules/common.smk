@@ -162,9 +162,21 @@ def config_hash(model, corpus):
 # --- figures ------------------------------------------------------------------------------------
 
 
+def sweeps(study):
+    """Whether a study runs the sweeps (set size, gain, injection, identification variants) beside main-size
+    deactivation: `studies[i].sweeps`, by default only where it identifies and evaluates on one corpus."""
+    return study["identify"] == study["evaluate"] if study["sweeps"] is None else study["sweeps"]
+
+
+def study_sweeps(wildcards):
+    return next(sweeps(s) for s in STUDIES if (s["model"], s["identify"], s["evaluate"]) ==
+                (wildcards.model, wildcards.id_corpus, wildcards.eval_corpus))
+
+
 def main_studies():
-    """(model, identification corpus, evaluation corpus) of the main studies (identify == evaluate)."""
-    return sorted({(s["model"], s["identify"], s["evaluate"]) for s in STUDIES if s["identify"] == s["evaluate"]})
+    """(model, identification corpus, evaluation corpus, sweeps) of the main studies (identify == evaluate)."""
+    return sorted({(s["model"], s["identify"], s["evaluate"], sweeps(s)) for s in STUDIES
+                   if s["identify"] == s["evaluate"]})
 
 
 def organism_models():
@@ -212,8 +224,12 @@ def organism_metrics(wildcards):
     return f"{config['models'][wildcards.model]['path']}/metrics.json"
 
 
-def study_figure_kinds():
-    kinds = ["delta_recall", "specificity", "set_size", "layers", "overlap"]
+def study_figure_kinds(with_sweeps=True):
+    """The figures of a main study: those of main-size deactivation, and those of its sweeps if it runs them."""
+    kinds = ["delta_recall", "specificity", "layers", "overlap"]
+    if not with_sweeps:
+        return kinds
+    kinds.insert(2, "set_size")
     if config["intervention"]["alphas"]:
         kinds.insert(2, "strength")
     if config["selection"]["id_sizes"]:
@@ -226,7 +242,7 @@ def study_figure_kinds():
 
 
 FIGURES = (
-    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e in main_studies() for kind in study_figure_kinds()
+    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e, sw in main_studies() for kind in study_figure_kinds(sw)
      for ext in ("pdf", "png")]
     + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
     + [f"results/tables/transfer/{m}.csv" for m in sorted({s["model"] for s in STUDIES})]

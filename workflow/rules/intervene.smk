@@ -1,8 +1,8 @@
 rule intervene:
     """Deactivation, gain and label-free injection with each emotion's set (and its random control) on the
     evaluation split, for every selector in one job: the model is loaded once and every selector's conditions
-    share each clip's audio embedding and unmodified pass. A transfer study (identify != evaluate) runs
-    main-size deactivation only (unless `intervention.transfer_sweeps`)."""
+    share each clip's audio embedding and unmodified pass. A study without sweeps (`studies[i].sweeps`; by
+    default a transfer study, identify != evaluate) runs main-size deactivation and one random draw."""
     input:
         lib=LIB["intervene"],
         selections=expand("results/neurons/{{model}}/{{id_corpus}}/{selector}.zarr", selector=SELECTORS),
@@ -13,6 +13,7 @@ rule intervene:
     params:
         model=lambda wc: canonical(config["models"][wc.model]),
         intervention=canonical(config["intervention"]),
+        sweeps=study_sweeps,
         selectors=SELECTORS,
         device=config["device"],
     threads: 2

@@ -19,9 +19,8 @@ if snakemake.rule == "knockout":
     conditions = {snakemake.output[0]: knockout_conditions(adapter.n_layers, adapter.n_neurons,
                                                            cfg["knockout_layers"])}
 else:  # one table per selector (outputs in the order of params.selectors)
-    sweeps = snakemake.wildcards.id_corpus == snakemake.wildcards.eval_corpus or cfg["transfer_sweeps"]
     conditions = {out: selection_conditions(open_selection(path), labels, cfg["fractions"], cfg["fraction"],
-                                            cfg["alphas"], sweeps=sweeps, injection=cfg["injection"])
+                                            cfg["alphas"], sweeps=snakemake.params.sweeps, injection=cfg["injection"])
                   for out, path in zip(snakemake.output, snakemake.input.selections)}
 log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
          ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))
