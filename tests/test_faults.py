@@ -40,14 +40,23 @@ def _run(work: Path, *extra: str) -> subprocess.CompletedProcess:
     return snakemake(*TARGETS, "--cores", "2", "--configfile", str(work / CONFIG), *extra, cwd=work, check=True)
 
 
+#: `ESN_FAULT_REPEAT=5 pytest tests/test_faults.py -k sigkill` kills (and recovers) each job 5 times in a row
+REPEAT = range(int(os.environ.get("ESN_FAULT_REPEAT", "1")))
+
+
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> tuple[Path, Path]:
-    runs = []
-    for name in ("first", "second"):
-        work = _fresh_copy(tmp_path_factory.mktemp(name) / "repo")
-        _run(work)
-        runs.append(work)
-    return runs[0], runs[1]
+def one_run(tmp_path_factory) -> Path:
+    """A finished run of the reduced default in a fresh copy (the kill tests kill jobs of it and restore it)."""
+    work = _fresh_copy(tmp_path_factory.mktemp("second") / "repo")
+    _run(work)
+    return work
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, one_run) -> tuple[Path, Path]:
+    work = _fresh_copy(tmp_path_factory.mktemp("first") / "repo")
+    _run(work)
+    return work, one_run
 
 
 def test_two_fresh_runs_are_identical(two_runs):
@@ -114,10 +123,11 @@ def _job_stats(output: str) -> str:
     return output.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in output else ""
 
 
-def test_sigkilled_intervention_job_reruns_to_the_same_table(two_runs):
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_sigkilled_intervention_job_reruns_to_the_same_table(one_run, attempt):
     """Killed while the intervention job runs (its table absent, its incomplete marker present — checked on
     the frozen process group), then unlocked and re-run: the table of an uninterrupted run."""
-    work = two_runs[1]
+    work = one_run
     reference = pd.read_parquet(work / TABLE)
     os.remove(work / TABLE)
     log, marker = work / "logs/intervene/organism/synthetic/synthetic.log", _incomplete_marker(work, TABLE)
@@ -133,14 +143,16 @@ def test_sigkilled_intervention_job_reruns_to_the_same_table(two_runs):
     pd.testing.assert_frame_equal(pd.read_parquet(work / TABLE), reference)
 
 
-def test_sigkilled_capture_resumes_from_its_committed_blocks(two_runs):
+@pytest.mark.parametrize("attempt", REPEAT)
+def test_sigkilled_capture_resumes_from_its_committed_blocks(one_run, tmp_path, attempt):
     """Killed after k of n committed capture blocks (read on the frozen process group), then unlocked and
     re-run: capture resumes at block k and the merged store equals the uninterrupted run's."""
-    reference_run, work = two_runs
+    work = one_run
     merged = "results/activations/organism/synthetic.zarr"
     shard = "results/activations/organism/synthetic.shards/0-of-1.zarr"
     partial = work / (shard + ".partial")
-    shutil.rmtree(work / merged)
+    reference = tmp_path / "uninterrupted.zarr"
+    shutil.move(work / merged, reference)
     log = work / "logs/capture/organism/synthetic/0-of-1.log"
     log.unlink(missing_ok=True)
 
@@ -160,7 +172,7 @@ def test_sigkilled_capture_resumes_from_its_committed_blocks(two_runs):
     out = _recover(work, merged)
     assert "capture" in _job_stats(out), out[-3000:]
     assert f"{n_blocks - done}/{n_blocks} blocks to do (resumed)" in log.read_text()
-    a = xr.open_zarr(reference_run / merged, consolidated=False)
+    a = xr.open_zarr(reference, consolidated=False)
     b = xr.open_zarr(work / merged, consolidated=False)
     for v in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution", "correct"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
