@@ -839,7 +839,9 @@ def plot_transfer(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: flo
     evaluated on corpus B (columns), one panel per selector; the random control's value in brackets.
     `delta`: delta_recall tables with columns identify, evaluate, selector."""
     d = _norm(delta)
-    d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] == "specificity")]
+    variant = d["variant"].fillna("all") if "variant" in d else "all"
+    d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] == "specificity")
+          & (variant == "all")]  # the full identification set's sets only (not the identification variants)
     sels = _selectors(d, selectors)
     ident = list(dict.fromkeys(sorted(d["identify"].astype(str))))
     evals = list(dict.fromkeys(sorted(d["evaluate"].astype(str))))
@@ -1041,8 +1043,8 @@ def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out
             ax.errorbar(x, est, yerr=[[est - lo], [hi - est]], color="black", lw=1, capsize=2)
         j = jac[jac["selector"] == sel]["jaccard"]
         if len(j):
-            ax.annotate(f"J = {j.iloc[0]:.2f}", (i, 0), xytext=(0, 4), textcoords="offset points", ha="center",
-                        va="bottom", fontsize=8)
+            ax.text(i, 1.01, f"J = {j.iloc[0]:.2f}", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(sels)), [selector_label(x) for x in sels], rotation=20, ha="right")
     ax.set_ylabel("mean specificity (pp)\nnegative = specific")
