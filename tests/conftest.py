@@ -13,6 +13,15 @@ from esn.prepare import PrepareOptions, load_manifest, prepare_corpus
 LABELS = ["neutral", "happy", "sad", "angry"]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: intra-op threads only add overhead (and stall badly on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """24 synthetic utterances (3 speakers × 4 emotions × 2), prepared like any corpus."""

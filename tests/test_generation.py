@@ -25,12 +25,7 @@ FAMILIES = {"qwen2_5_omni": (build_omni, QwenOmniAdapter), "audio_flamingo3": (b
             "qwen2_audio": (build_qwen2_audio, Qwen2AudioAdapter)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("text, label", [

@@ -27,12 +27,7 @@ PREFIXED = ["neutral", "sad", "sadness", "happy"]    # 'sad' is a token-prefix o
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def omni_multi_token(labels: list[str], seed: int = 0, **kw) -> QwenOmniAdapter:
