@@ -71,6 +71,12 @@ class Condition:
     #: `mix` only: each label's set (label index -> layer -> neurons), weighted per clip by p(label | clip)
     by_label: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown intervention mode {self.mode!r}; choose one of {MODES}")
+        if self.mode == "inject" and self.target not in STRATEGIES:
+            raise ValueError(f"unknown injection strategy {self.target!r}; choose one of {STRATEGIES}")
+
     @property
     def scale(self) -> float:
         return {"none": 1.0, "deactivate": 0.0, "knockout": 0.0, "gain": 1.0 + self.alpha,
