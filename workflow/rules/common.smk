@@ -28,7 +28,7 @@ def _check_config():
             if len(classes) > 1:
                 raise ValueError(f"config organism.corpora: the organism's corpora must share one class list, "
                                  f"not {sorted(classes)}")
-        if model["organism"]:  # loaded exactly as trained: without a system turn
+            # loaded exactly as trained: without a system turn
             if model["system_prompt"] is None:
                 model["system_prompt"] = ""
             if model["system_prompt"]:
