@@ -138,8 +138,8 @@ def svg_boxes(boxes: Sequence[Box], title: str, lo: float | None = None, hi: flo
     hi = max(finite, default=1.0) if hi is None else hi
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
-    left, right, row, top = 58, 10, 16, 16
-    width, plot_w = 250, 250 - 58 - 10
+    width, left, right, row, top = 250, 58, 10, 16, 16
+    plot_w = width - left - right
     height = top + row * len(boxes) + 22
 
     def x(v: float) -> float:
