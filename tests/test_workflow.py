@@ -61,6 +61,16 @@ def test_default_config_plans(tmp_path):
         assert rule in proc.stdout
 
 
+def test_a_given_config_is_the_whole_config(tmp_path):
+    """`--configfile X` replaces the embedded default: a 7B config must not also train the organism or prepare
+    the default's telephone corpus (Snakemake would otherwise deep-merge X over config/config.yaml)."""
+    proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
+                     "--configfile", str(ROOT / "config" / "fullsize_cpu.yaml"), check=True)
+    assert "capture" in proc.stdout
+    assert "train_organism" not in proc.stdout
+    assert "telephone" not in proc.stdout
+
+
 def test_paper_config_plans_the_whole_study(tmp_path):
     """config/paper.yaml with its corpus paths pointed at fixture folders in each native layout."""
     from fixtures import corpora as fx
