@@ -20,6 +20,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/intervene.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/browser.smk"
+include: "workflow/rules/population.smk"
 
 
 rule all:

@@ -177,6 +177,8 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
     rows = conds.copy()
     for name, stat in {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1), "flip_rate": flip}.items():
         rows[name], rows[f"{name}_lo"], rows[f"{name}_hi"] = ci(stat)
+    uar = recall.mean(-1)  # UAR change against the unmodified model, paired (the same resamples)
+    rows["uar_change"], rows["uar_change_lo"], rows["uar_change_hi"] = ci(uar - uar[:, base:base + 1])
     t_share = np.take_along_axis(share, np.clip(target_idx, 0, None)[None, :, None], axis=-1)[..., 0]
     rows["target_share"], rows["target_share_lo"], rows["target_share_hi"] = ci(np.where(target_idx >= 0, t_share, np.nan))
     for c, label in enumerate(labels):

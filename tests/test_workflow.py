@@ -71,6 +71,40 @@ def test_a_given_config_is_the_whole_config(tmp_path):
     assert "telephone" not in proc.stdout
 
 
+def _job_counts(stdout: str) -> dict[str, int]:
+    stats = stdout.split("Job stats:")[1]
+    return {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:] if len(line.split()) == 2
+            and line.split()[1].isdigit()}
+
+
+def test_population_config_plans_every_organism_as_its_own_model(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "population.yaml").read_text())
+    n, studies, selectors = len(cfg["population"]["seeds"]), len(cfg["studies"]), len(cfg["selection"]["selectors"])
+    proc = snakemake("-n", "--configfile", str(ROOT / "config" / "population.yaml"), "--directory", str(tmp_path),
+                     "-s", str(ROOT / "Snakefile"), check=True)
+    counts = _job_counts(proc.stdout)
+    assert n >= 5 and counts["train_organism"] == n
+    assert counts["intervene"] == n * studies and counts["metrics"] == n * studies * selectors
+    assert counts["population_table"] == counts["figure_population"] == 1
+    # per-study figures and the browser only for the first organism; the rest feed the population tables
+    assert counts["browser"] == counts["figure_specificity"] == studies
+    for seed in cfg["population"]["seeds"]:
+        assert f"resources/models/organism_s{seed}/model.safetensors" in proc.stdout
+
+
+@pytest.mark.parametrize("population, needle", [
+    ({"model": "nope", "seeds": [0, 1]}, "population"),
+    ({"model": "organism", "seeds": [0]}, "seeds"),
+])
+def test_bad_population_fails_before_any_job(tmp_path, population, needle):
+    cfg = default_config()
+    cfg["population"] = population
+    proc = snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)), "--directory", str(tmp_path),
+                     "-s", str(ROOT / "Snakefile"))
+    assert proc.returncode != 0 and needle in proc.stdout + proc.stderr
+    assert "Job stats" not in proc.stdout
+
+
 def test_paper_config_plans_the_whole_study(tmp_path):
     """config/paper.yaml with its corpus paths pointed at fixture folders in each native layout."""
     from fixtures import corpora as fx

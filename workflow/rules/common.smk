@@ -9,6 +9,30 @@ from esn.workflow import put_on_pythonpath
 validate(config, "../schemas/config.schema.yaml")
 
 
+def _grow_population():
+    """`population`: the organism entry `population.model` becomes one entry per seed (`<model>_s<seed>`, its
+    checkpoint at `<path>_s<seed>`), each with every study of the entry; organisms beyond the first run no
+    sweeps. Returns the members' names (none without a population)."""
+    pop = config["population"]
+    if not pop:
+        return []
+    name = pop.get("model")
+    if name not in config["models"] or not config["models"][name]["organism"] or not pop.get("seeds"):
+        raise ValueError(f"config population: needs `model`, an organism entry of models (known: "
+                         f"{sorted(n for n, m in config['models'].items() if m['organism'])}), and `seeds`")
+    base = config["models"].pop(name)
+    members = [f"{name}_s{seed}" for seed in pop["seeds"]]
+    for member, seed in zip(members, pop["seeds"]):
+        config["models"][member] = {**base, "path": f"{base['path']}_s{seed}", "organism_seed": seed}
+    config["studies"] = [({**s, "model": m} if i == 0 else {**s, "model": m, "sweeps": False})
+                         for s in config["studies"]
+                         for i, m in (enumerate(members) if s["model"] == name else [(0, s["model"])])]
+    return members
+
+
+POPULATION = _grow_population()
+
+
 def _check_config():
     """Cross-references the JSON schema cannot express, failing before any job with the key named."""
     for i, study in enumerate(config["studies"]):
@@ -19,6 +43,8 @@ def _check_config():
     for name, model in config["models"].items():
         if model["trust_remote_code"] and not model["revision"]:
             raise ValueError(f"config models.{name}: trust_remote_code needs a pinned revision")
+        if model["organism_seed"] is not None and not model["organism"]:
+            raise ValueError(f"config models.{name}.organism_seed: only an organism entry is trained with a seed")
         if model["organism"]:
             for corpus in config["organism"]["corpora"]:
                 if corpus not in config["corpora"]:
@@ -70,6 +96,7 @@ _LIB = {
     "select": ["esn/selectors.py"],
     "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "metrics": ["esn/metrics.py"],
+    "population": ["esn/population.py"],
     "figures": ["esn/figures.py"],
     "browser": ["esn/browser.py", "esn/figures.py", "esn/selectors.py", "esn/templates/browser/base.html",
                 "esn/templates/browser/index.html", "esn/templates/browser/neuron.html",
@@ -140,6 +167,12 @@ def knockout_tables():
     return sorted({f"results/tables/knockout/{s['model']}/{s['evaluate']}.csv" for s in STUDIES})
 
 
+def shown(model):
+    """Whether a model gets per-study figures and a browser: every model but a population's later organisms
+    (their tables feed the population's tables and figure)."""
+    return model not in POPULATION[1:]
+
+
 def all_targets():
     return [
         *[manifest(c) for c in config["corpora"]],
@@ -147,7 +180,8 @@ def all_targets():
         *metric_tables(),
         *knockout_tables(),
         *FIGURES,
-        *[browser_site(m, c) for m, c in identification_pairs()],
+        *[browser_site(m, c) for m, c in identification_pairs() if shown(m)],
+        *POPULATION_TARGETS,
     ]
 
 
@@ -220,6 +254,12 @@ def neuron_table(name):
     return lambda wildcards: f"results/tables/neurons/{wildcards.model}/{wildcards.id_corpus}/{name}.csv"
 
 
+def organism_seed(wildcards):
+    """The training seed of the organism whose checkpoint folder is `organism_dir`."""
+    model = next(m for m in config["models"].values() if m["organism"] and m["path"] == wildcards.organism_dir)
+    return config["seed"] if model["organism_seed"] is None else model["organism_seed"]
+
+
 def organism_metrics(wildcards):
     return f"{config['models'][wildcards.model]['path']}/metrics.json"
 
@@ -242,11 +282,46 @@ def study_figure_kinds(with_sweeps=True):
 
 
 FIGURES = (
-    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e, sw in main_studies() for kind in study_figure_kinds(sw)
-     for ext in ("pdf", "png")]
-    + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) for ext in ("pdf", "png")]
+    [f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e, sw in main_studies() if shown(m)
+     for kind in study_figure_kinds(sw) for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/transfer.{ext}" for m in sorted({s["model"] for s in STUDIES}) if shown(m)
+       for ext in ("pdf", "png")]
     + [f"results/tables/transfer/{m}.csv" for m in sorted({s["model"] for s in STUDIES})]
-    + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() for ext in ("pdf", "png")]
+    + [f"results/figures/{m}/confusion.{ext}" for m in organism_models() if shown(m) for ext in ("pdf", "png")]
+)
+
+
+# --- population ---------------------------------------------------------------------------------
+
+POPULATION_DIR = f"results/tables/population/{config['population'].get('model')}"
+POPULATION_FIGURE = f"results/figures/population/{config['population'].get('model')}"
+
+
+def population_studies():
+    """(organism, seed, identify, evaluate) of every study of the population's organisms."""
+    seeds = dict(zip(POPULATION, config["population"].get("seeds", [])))
+    return [(s["model"], seeds[s["model"]], s["identify"], s["evaluate"]) for s in STUDIES if s["model"] in seeds]
+
+
+def population_tables(kind):
+    return [intervention_table(m, i, sel, e, kind) for m, _, i, e in population_studies() for sel in SELECTORS]
+
+
+def population_keys():
+    return [{"organism": m, "seed": seed, "identify": i, "evaluate": e, "selector": sel}
+            for m, seed, i, e in population_studies() for sel in SELECTORS]
+
+
+def population_knockout_keys():
+    if not config["intervention"].get("knockout", True):
+        return []
+    return [{"organism": m, "seed": seed, "evaluate": e}
+            for m, seed, e in sorted({(m, seed, e) for m, seed, _, e in population_studies()})]
+
+
+POPULATION_TARGETS = (
+    [f"{POPULATION_DIR}/{name}.csv" for name in ("organisms", "knockout", "heldout", "summary")]
+    + [f"{POPULATION_FIGURE}.{ext}" for ext in ("pdf", "png")] if POPULATION else []
 )
 
 

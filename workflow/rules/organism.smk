@@ -10,7 +10,7 @@ rule train_organism:
         organism=canonical(config["organism"]),
         labels=lambda wc: config["corpora"][config["organism"]["corpora"][0]]["classes"],
         prompt=lambda wc: next(m["prompt"] for m in config["models"].values() if m["organism"]),
-        seed=config["seed"],
+        seed=organism_seed,
     threads: 2
     resources:
         gpu=0,

@@ -56,6 +56,9 @@ elif kind == "injection":
 elif kind == "correct_only":
     F.plot_correct_only(all_selector_rows(inp.summaries), F.read_tables([inp.stability]), out, fraction=p.fraction,
                         selectors=p.selectors, title=study)
+elif kind == "population":
+    F.plot_population(*(F.read_tables([t]) for t in (inp.organisms, inp.knockout, inp.heldout, inp.summary)), out,
+                      fraction=p.fraction, selectors=p.selectors, title=f"population of {len(p.organisms)} organisms")
 elif kind == "confusion":
     with open(inp.metrics) as f:
         F.plot_confusion(json.load(f), out, title=study)

@@ -8,7 +8,8 @@ table = pd.read_parquet(snakemake.input.table)
 labels = [c[2:] for c in table.columns if c.startswith("p_")]
 rows = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed,
                  unit=snakemake.params.unit)["conditions"]
-keep = ["mode", "layer", "accuracy", "accuracy_lo", "accuracy_hi", "uar", "uar_lo", "uar_hi", "bootstrap_unit"]
+keep = ["mode", "layer", "accuracy", "accuracy_lo", "accuracy_hi", "uar", "uar_lo", "uar_hi", "uar_change",
+        "uar_change_lo", "uar_change_hi", "bootstrap_unit"]
 keep += [c for c in CARRIED if c in rows.columns]
 rows[keep + [c for c in rows.columns if c.startswith("recall_")]].to_csv(snakemake.output[0], index=False)
 log.info("knockout:\n%s", rows[["mode", "layer", "accuracy"]].to_string(index=False))

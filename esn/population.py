@@ -1,0 +1,164 @@
+"""A population of organisms: the same organism trained with different seeds, read as one experiment.
+
+Floats differ across CPUs, so one trained organism is one draw from a distribution of models; the
+variance that matters for a claim about ESNs is between models, not between the utterances of one
+model. Each organism runs through capture, selection, interventions and metrics as its own model
+(`population` in the config); this module gathers their tables, at the main set size, into
+
+- `organism_table`: per organism × study × selector × target emotion (and `mean`, over targets): the
+  self drop, the others' drop, specificity with its speaker-level CI, and the layer-matched random
+  control (mean over draws, selected − random with its paired CI, empirical p-value);
+- `knockout_table`: per organism × evaluation corpus × layer: UAR with that layer's MLP zeroed and its
+  change from the unmodified model;
+- `population_summary`: per claim, the mean over organisms with a bootstrap CI that resamples
+  *organisms*, and "in k of N organisms the claim holds", where the claim is decided per organism by
+  its own CI. The claims (`CLAIMS`) are one-sided and stated so that a reader can check them on any one
+  organism's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: statistic -> (claim, how it is decided on one organism's row)
+CLAIMS: dict[str, tuple[str, str]] = {
+    "self": ("deactivating an emotion's set lowers that emotion's recall", "hi < 0"),
+    "others": ("deactivating an emotion's set lowers the other emotions' recall", "hi < 0"),
+    "specificity": ("the set is specific: its emotion loses more recall than the others", "hi < 0"),
+    "vs_random": ("the set is more specific than a layer-matched random set", "vs_random_hi < 0"),
+    "knockout": ("zeroing this layer's MLP lowers UAR", "change_hi < 0"),
+    "heldout_uar": ("held-out UAR lies in the target window [0.70, 0.92]", "0.70 <= value <= 0.92"),
+}
+UAR_WINDOW = (0.70, 0.92)
+ORGANISM_COLUMNS = ["organism", "seed", "identify", "evaluate", "selector", "target", "self", "others", "specificity",
+                    "specificity_lo", "specificity_hi", "random_specificity", "vs_random", "vs_random_lo",
+                    "vs_random_hi", "p_value", "random_draws", "bootstrap_unit"]
+
+
+def _main_deactivation(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    variant = frame["variant"].fillna("all") if "variant" in frame else "all"
+    return frame[(frame["mode"] == "deactivate") & (variant == "all") & (frame["control"] == "selected")
+                 & np.isclose(frame["fraction"].astype(float), fraction)]
+
+
+def organism_rows(delta: pd.DataFrame, summary: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """One organism's study and selector: a row per target emotion (from its `delta_recall` table) and one
+    for the mean over targets (`target` = "mean", from its `summary` table), at the main set size."""
+    d = _main_deactivation(delta, fraction)
+    rows = []
+    for target, t in d.groupby("target", sort=False):
+        self_row = t[t["class"] == target].iloc[0]
+        spec = t[t["class"] == "specificity"].iloc[0]
+        rows.append({"target": target, "self": self_row["delta_recall"],
+                     "others": self_row["delta_recall"] - spec["delta_recall"],
+                     "specificity": spec["delta_recall"], "specificity_lo": spec["lo"], "specificity_hi": spec["hi"],
+                     "random_specificity": spec.get("random_mean", np.nan), "vs_random": spec.get("vs_random", np.nan),
+                     "vs_random_lo": spec.get("vs_random_lo", np.nan), "vs_random_hi": spec.get("vs_random_hi", np.nan),
+                     "p_value": spec.get("p_value", np.nan), "random_draws": spec.get("random_draws", np.nan),
+                     "bootstrap_unit": spec.get("bootstrap_unit", "")})
+    s = _main_deactivation(summary, fraction).set_index("statistic")
+    if "specificity" in s.index:
+        spec = s.loc["specificity"]
+        rows.append({"target": "mean", "self": s.loc["self", "estimate"], "others": s.loc["others", "estimate"],
+                     "specificity": spec["estimate"], "specificity_lo": spec["lo"], "specificity_hi": spec["hi"],
+                     "random_specificity": spec.get("random_mean", np.nan), "vs_random": spec.get("vs_random", np.nan),
+                     "vs_random_lo": spec.get("vs_random_lo", np.nan), "vs_random_hi": spec.get("vs_random_hi", np.nan),
+                     "p_value": spec.get("p_value", np.nan), "random_draws": spec.get("random_draws", np.nan),
+                     "bootstrap_unit": spec.get("bootstrap_unit", ""),
+                     "self_hi": s.loc["self", "hi"], "others_hi": s.loc["others", "hi"]})
+    return pd.DataFrame(rows)
+
+
+def organism_table(tables: Sequence[Mapping[str, object]], fraction: float) -> pd.DataFrame:
+    """`tables`: one mapping per (organism, study, selector) with keys organism, seed, identify, evaluate,
+    selector, delta (path or frame of its delta_recall table) and summary (likewise)."""
+    frames = []
+    for t in tables:
+        delta, summary = (x if isinstance(x, pd.DataFrame) else pd.read_csv(x) for x in (t["delta"], t["summary"]))
+        rows = organism_rows(delta, summary, fraction)
+        for key in ("organism", "seed", "identify", "evaluate", "selector"):
+            rows[key] = t[key]
+        frames.append(rows)
+    out = pd.concat(frames, ignore_index=True)
+    return out.reindex(columns=[*ORGANISM_COLUMNS, "self_hi", "others_hi"])
+
+
+def knockout_table(tables: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """`tables`: one mapping per (organism, evaluation corpus) with keys organism, seed, evaluate and knockout
+    (path or frame of its knockout table: the unmodified row and one row per knocked-out layer)."""
+    rows = []
+    for t in tables:
+        k = t["knockout"] if isinstance(t["knockout"], pd.DataFrame) else pd.read_csv(t["knockout"])
+        base = k[k["mode"] == "none"].iloc[0]
+        for _, r in k[k["mode"] == "knockout"].iterrows():
+            rows.append({"organism": t["organism"], "seed": t["seed"], "evaluate": t["evaluate"],
+                         "layer": int(r["layer"]), "uar": r["uar"], "uar_lo": r["uar_lo"], "uar_hi": r["uar_hi"],
+                         "unmodified_uar": base["uar"], "change": r["uar_change"], "change_lo": r["uar_change_lo"],
+                         "change_hi": r["uar_change_hi"]})
+    return pd.DataFrame(rows)
+
+
+def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Mean over organisms with a percentile CI from resampling organisms (NaN interval for one organism)."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    if len(values) == 1:
+        return float(values[0]), np.nan, np.nan
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd.DataFrame, *,
+                       n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per claim: mean over organisms, its bootstrap CI over organisms, N and k (organisms where it holds).
+
+    `organisms`: `organism_table`'s rows (the `mean` target is used); `knockout`: `knockout_table`'s rows;
+    `heldout`: columns organism, corpus, heldout_uar (from each organism's metrics.json)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(group: Mapping[str, object], statistic: str, values: pd.Series, holds: pd.Series) -> None:
+        mean, lo, hi = _bootstrap_mean(values.to_numpy(float), n_boot, rng)
+        rows.append({**group, "statistic": statistic, "mean": mean, "lo": lo, "hi": hi,
+                     "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                     "k": int(holds.sum()), "n": int(len(values)), "claim": CLAIMS[statistic][0],
+                     "holds_when": CLAIMS[statistic][1]})
+
+    m = organisms[organisms["target"] == "mean"]
+    for (identify, evaluate, selector), g in m.groupby(["identify", "evaluate", "selector"], sort=False):
+        group = {"identify": identify, "evaluate": evaluate, "selector": selector, "layer": np.nan, "corpus": ""}
+        add(group, "self", g["self"], g["self_hi"] < 0)
+        add(group, "others", g["others"], g["others_hi"] < 0)
+        add(group, "specificity", g["specificity"], g["specificity_hi"] < 0)
+        add(group, "vs_random", g["vs_random"], g["vs_random_hi"] < 0)
+    for (evaluate, layer), g in knockout.groupby(["evaluate", "layer"], sort=True):
+        add({"identify": "", "evaluate": evaluate, "selector": "", "layer": layer, "corpus": ""}, "knockout",
+            g["change"], g["change_hi"] < 0)
+    for corpus, g in heldout.groupby("corpus", sort=True):
+        lo, hi = UAR_WINDOW
+        add({"identify": "", "evaluate": "", "selector": "", "layer": np.nan, "corpus": corpus}, "heldout_uar",
+            g["heldout_uar"], g["heldout_uar"].between(lo, hi))
+    return pd.DataFrame(rows)
+
+
+def heldout_table(metrics: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
+    """Held-out UAR and accuracy per organism and corpus from each organism's metrics.json (parsed)."""
+    rows = [{"organism": name, "corpus": corpus, "heldout_uar": c["heldout_uar"], "heldout_accuracy": c["heldout_accuracy"]}
+            for name, m in metrics.items() for corpus, c in m["corpora"].items()]
+    return pd.DataFrame(rows)
+
+
+def claim_sentence(row: Mapping[str, object]) -> str:
+    """"MAD (identify synthetic, evaluate synthetic): the set is specific … in 5 of 5 organisms"."""
+    where = " ".join(str(x) for x in (row.get("selector"), row.get("corpus")) if x)
+    return f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
+
+
+def write(out: Mapping[str, Path | str], frames: Mapping[str, pd.DataFrame]) -> None:
+    for key, frame in frames.items():
+        frame.to_csv(out[key], index=False)

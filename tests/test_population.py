@@ -1,0 +1,94 @@
+"""The population tables: each organism's main-size effects gathered, and claims counted as "k of N"."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from esn import population as P
+from esn.metrics import summarize
+
+LABELS = ["a", "b"]
+SPEAKERS = [f"s{i}" for i in range(6)]
+
+
+def _intervention_table(lost: int) -> pd.DataFrame:
+    """24 clips (6 speakers × 2 per label), all recognised unmodified. Deactivating label x's set makes the
+    first `lost` clips of x (one per speaker, in speaker order) answer the other label; the random control
+    changes nothing; knockout of layer 0 loses every clip of b, of layer 1 nothing."""
+    clips = [(f"{s}_{y}{k}", s, y) for s in SPEAKERS for y in LABELS for k in range(2)]
+    rows = []
+
+    def add(mode, target, control, draw, predict, layer=-1):
+        for u, s, y in clips:
+            p = predict(u, s, y)
+            rows.append({"utterance_id": u, "speaker": s, "emotion": y, "mode": mode, "target": target,
+                         "control": control, "fraction": 0.0 if mode in ("none", "knockout") else 0.05, "alpha": 0.0,
+                         "layer": layer, "variant": "all" if mode == "deactivate" else "", "draw": draw, "predicted": p,
+                         **{f"p_{l}": float(p == l) for l in LABELS}})
+
+    add("none", "", "", -1, lambda u, s, y: y)
+    for x in LABELS:
+        other = LABELS[1 - LABELS.index(x)]
+        add("deactivate", x, "selected", -1,
+            lambda u, s, y, x=x, other=other: other if y == x and u.endswith("0") and SPEAKERS.index(s) < lost else y)
+        add("deactivate", x, "random", 0, lambda u, s, y: y)
+    add("knockout", "", "", -1, lambda u, s, y: "a", layer=0)
+    add("knockout", "", "", -1, lambda u, s, y: y, layer=1)
+    return pd.DataFrame(rows)
+
+
+def _organisms(lost_per_organism: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    tables, knockouts = [], []
+    for seed, lost in enumerate(lost_per_organism):
+        out = summarize(_intervention_table(lost), LABELS, n_boot=400, seed=0)
+        key = {"organism": f"organism_s{seed}", "seed": seed, "identify": "syn", "evaluate": "syn"}
+        tables.append({**key, "selector": "mad", "delta": out["delta_recall"], "summary": out["summary"]})
+        ko = out["conditions"]
+        knockouts.append({"organism": key["organism"], "seed": seed, "evaluate": "syn",
+                          "knockout": ko[ko["mode"].isin(["none", "knockout"])]})
+    return P.organism_table(tables, fraction=0.05), P.knockout_table(knockouts)
+
+
+def test_organism_rows_match_each_organisms_own_tables():
+    organisms, knockout = _organisms([6, 3, 0])
+    assert len(organisms) == 3 * (len(LABELS) + 1)  # per organism: each target and their mean
+    mean = organisms[organisms["target"] == "mean"].set_index("seed")
+    # lost clips per target: 6, 3, 0 of 12 -> self drop 0.5, 0.25, 0; others untouched; random changes nothing
+    assert mean["self"].tolist() == pytest.approx([-0.5, -0.25, 0.0])
+    assert mean["others"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert mean["specificity"].tolist() == pytest.approx([-0.5, -0.25, 0.0])
+    assert mean["random_specificity"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert mean["vs_random"].tolist() == pytest.approx([-0.5, -0.25, 0.0])
+    per_target = organisms[(organisms["target"] == "a") & (organisms["seed"] == 1)].iloc[0]
+    assert per_target["self"] == pytest.approx(-0.25) and per_target["specificity"] == pytest.approx(-0.25)
+    assert set(organisms["bootstrap_unit"]) == {"speaker"}
+    # knockout: layer 0 answers "a" everywhere (UAR 0.5, change −0.5), layer 1 changes nothing
+    k = knockout.set_index(["seed", "layer"])
+    assert k.loc[(0, 0), "change"] == pytest.approx(-0.5) and k.loc[(0, 0), "change_hi"] < 0
+    assert k.loc[(0, 1), "change"] == pytest.approx(0.0)
+
+
+def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
+    organisms, knockout = _organisms([6, 6, 3, 0])
+    heldout = pd.DataFrame({"organism": [f"organism_s{i}" for i in range(4)], "corpus": "syn",
+                            "heldout_uar": [0.65, 0.75, 0.85, 0.95]})
+    summary = P.population_summary(organisms, knockout, heldout, n_boot=500, seed=0)
+    row = summary.set_index(["statistic", "selector"])
+    spec = row.loc[("specificity", "mad")]
+    # the organism that loses nothing is not specific; the others' speaker-level CIs exclude 0
+    assert (spec["k"], spec["n"]) == (3, 4)
+    assert spec["mean"] == pytest.approx(np.mean([-0.5, -0.5, -0.25, 0.0]))
+    assert spec["lo"] < spec["mean"] < spec["hi"] and spec["lo"] >= -0.5 and spec["hi"] <= 0.0
+    assert (row.loc[("vs_random", "mad"), "k"], row.loc[("others", "mad"), "k"]) == (3, 0)
+    ko = summary[summary["statistic"] == "knockout"].set_index("layer")
+    assert (ko.loc[0, "k"], ko.loc[1, "k"]) == (4, 0)
+    window = summary[summary["statistic"] == "heldout_uar"].iloc[0]
+    assert (window["k"], window["n"]) == (2, 4)
+    assert "in 3 of 4 organisms" in P.claim_sentence(spec.to_dict() | {"selector": "mad", "corpus": ""})
+
+
+def test_one_organism_has_no_population_interval():
+    organisms, knockout = _organisms([6])
+    summary = P.population_summary(organisms, knockout, pd.DataFrame(columns=["organism", "corpus", "heldout_uar"]))
+    spec = summary[summary["statistic"] == "specificity"].iloc[0]
+    assert spec["n"] == 1 and np.isnan(spec["lo"]) and np.isnan(spec["hi"])
