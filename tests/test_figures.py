@@ -132,7 +132,8 @@ def check_outputs(paths: list[Path], min_kb: float = 8) -> None:
 
 @pytest.fixture(autouse=True)
 def _low_dpi(monkeypatch):
-    monkeypatch.setattr(F, "DPI", 110)  # speed; the workflow writes 200 dpi
+    # speed; the workflow writes 200 dpi. Set where `save` reads it (esn.figures.style): F.DPI is only a copy.
+    monkeypatch.setattr(F.style, "DPI", 110)
 
 
 def outputs(tmp_path: Path, name: str) -> list[Path]:

@@ -1,4 +1,5 @@
 # Config validation and every input function of the workflow.
+import glob
 import os
 import re
 
@@ -89,6 +90,8 @@ wildcard_constraints:
 
 # Library modules whose change must invalidate a stage's outputs (Snakemake tracks scripts, not imports).
 # Named relative to the repository, so `--directory` elsewhere still finds them.
+_FIGURES = sorted(glob.glob("esn/figures/*.py", root_dir=workflow.basedir))  # the package, style included
+assert _FIGURES, f"no esn/figures/*.py under {workflow.basedir}"
 _LIB = {
     "prepare": ["esn/prepare.py", "esn/audio.py", "esn/corpora/base.py"],
     "organism": ["esn/organism.py", "esn/models/base.py", "esn/models/qwen_omni.py", "esn/hooks.py"],
@@ -97,8 +100,8 @@ _LIB = {
     "intervene": ["esn/interventions.py", "esn/hooks.py", "esn/models/base.py", "esn/generation.py"],
     "metrics": ["esn/metrics.py"],
     "population": ["esn/population.py"],
-    "figures": ["esn/figures.py"],
-    "browser": ["esn/browser.py", "esn/figures.py", "esn/selectors.py", "esn/templates/browser/base.html",
+    "figures": _FIGURES,
+    "browser": ["esn/browser.py", *_FIGURES, "esn/selectors.py", "esn/templates/browser/base.html",
                 "esn/templates/browser/index.html", "esn/templates/browser/neuron.html",
                 "esn/templates/browser/style.css"],
 }

@@ -1,4 +1,4 @@
-# Figures: each reads only tables (results/tables/...) and esn/figures.py, so a style change re-runs
+# Figures: each reads only tables (results/tables/...) and the esn/figures package, so a style change re-runs
 # only these rules. One rule per figure kind; all run workflow/scripts/figure.py, which dispatches on the rule.
 
 FIGURE_DIR = "results/figures/{model}/{id_corpus}/{eval_corpus}"
