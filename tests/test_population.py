@@ -92,3 +92,24 @@ def test_one_organism_has_no_population_interval():
     summary = P.population_summary(organisms, knockout, pd.DataFrame(columns=["organism", "corpus", "heldout_uar"]))
     spec = summary[summary["statistic"] == "specificity"].iloc[0]
     assert spec["n"] == 1 and np.isnan(spec["lo"]) and np.isnan(spec["hi"])
+
+
+def test_population_figure_shows_every_organism(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from esn import figures as F
+
+    organisms, knockout = _organisms([6, 6, 3, 0])
+    heldout = pd.DataFrame({"organism": [f"organism_s{i}" for i in range(4)], "corpus": "syn",
+                            "heldout_uar": [0.65, 0.75, 0.85, 0.95]})
+    summary = P.population_summary(organisms, knockout, heldout, n_boot=200, seed=0)
+    drawn = []
+    monkeypatch.setattr(F.population, "save", lambda fig, out: (drawn.append(fig), F.save(fig, out)))
+    out = [tmp_path / "population.pdf", tmp_path / "population.png"]
+    F.plot_population(organisms, knockout, heldout, summary, out, fraction=0.05, selectors=["mad"])
+    assert all(p.stat().st_size > 0 for p in out)
+    spec, pair, ko = drawn[0].axes[:3]
+    filled = [l for l in spec.lines if l.get_marker() == "o" and l.get_markerfacecolor() != "white"]
+    assert len(filled) == 4                                  # one selected set per organism
+    assert len([l for l in ko.lines if l.get_marker() == "o"]) == 4  # one knockout line per organism
+    plt.close("all")

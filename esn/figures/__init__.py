@@ -7,7 +7,7 @@ Snakemake objects: `workflow/scripts/figure.py` translates a rule into one call.
 The package: `style` holds the shared style and the helpers several figures use; each other module draws
 one family of figures (`deactivation`: Δrecall heatmaps, specificity, set size, gain strength; `layers`;
 `overlap`; `identification`: identification size and correct-only identification; `transfer`;
-`injection`; `organism`: the model organism's confusion matrix). Everything callers use is re-exported
+`injection`; `organism`: the model organism's confusion matrix; `population`: a population of organisms). Everything callers use is re-exported
 here: `from esn import figures as F; F.plot_delta_recall(...)`.
 
 Conventions shared by all figures:
@@ -35,6 +35,7 @@ from esn.figures.injection import plot_injection
 from esn.figures.layers import plot_layers
 from esn.figures.organism import plot_confusion
 from esn.figures.overlap import plot_overlap
+from esn.figures.population import plot_population
 from esn.figures.transfer import plot_transfer
 
 # Re-exported beyond __all__: the rest of the style (esn.browser imports DIVERGING and selector_label), the
@@ -50,4 +51,5 @@ __all__ = [
     "read_tables", "parse_variant", "save",
     "plot_delta_recall", "plot_specificity", "plot_strength", "plot_set_size", "plot_layers",
     "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion", "plot_injection", "plot_correct_only",
+    "plot_population",
 ]
