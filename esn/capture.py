@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,21 @@ from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter gradients while attribution differentiates the answer: it needs ∂log p/∂a only, and a
+    backward through a 7B model would otherwise also compute and hold a bf16 gradient for every weight
+    (~15 GiB). Restores the flags after (the organism trains through the same adapter)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -84,8 +101,10 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
             kept[layer] = a
         return None
 
-    with torch.set_grad_enabled(true_label is not None), on_activations(adapter.site_modules(), reduce):
-        embedded = adapter.embed(batch)
+    with torch.set_grad_enabled(true_label is not None), frozen(adapter.model), \
+            on_activations(adapter.site_modules(), reduce):
+        with torch.no_grad():  # the audio tower: no site and nothing to differentiate
+            embedded = adapter.embed(batch)
         if true_label is not None:
             embedded.inputs_embeds = embedded.inputs_embeds.detach().requires_grad_(True)
         logp = adapter.label_logprobs(embedded)

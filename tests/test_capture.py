@@ -39,6 +39,19 @@ def test_batched_statistics_equal_one_at_a_time(tiny_adapter, tiny_manifest):
         np.testing.assert_allclose(together.attribution[i], alone.attribution[0], atol=1e-5, rtol=1e-4)
 
 
+def test_attribution_computes_no_weight_gradients(tiny_adapter, tiny_manifest):
+    """Attribution needs ∂log p/∂a only: at 7B, weight gradients would add ~15 GiB (found by the full-size
+    CPU run). The parameters' flags are restored after (the organism trains through an adapter)."""
+    model = tiny_adapter.model
+    model.requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    stats = batch_statistics(tiny_adapter, tiny_adapter.build_batch(_waves(tiny_manifest, 2)), GROUPS,
+                             true_label=torch.tensor([0, 1]))
+    assert np.abs(stats.attribution).sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_statistics_equal_reference_from_full_activations(tiny_adapter, tiny_manifest):
     waves = _waves(tiny_manifest, 4)
     batch = tiny_adapter.build_batch(waves)
