@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,21 @@ class BatchStatistics:
     label_prob: np.ndarray       # [B, C]
     attribution: np.ndarray | None = None  # [B, L, N]
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
+
+
+@contextmanager
+def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """No parameter requires a gradient for the duration: attribution differentiates with respect to
+    activations only, and a backward with trainable weights would allocate (and keep, accumulating) a
+    gradient for every weight it reaches — a second copy of the decoder, embeddings and LM head."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
@@ -84,7 +101,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
             kept[layer] = a
         return None
 
-    with torch.set_grad_enabled(true_label is not None), on_activations(adapter.site_modules(), reduce):
+    with torch.set_grad_enabled(true_label is not None), frozen_parameters(adapter.model), \
+            on_activations(adapter.site_modules(), reduce):
         embedded = adapter.embed(batch)
         if true_label is not None:
             embedded.inputs_embeds = embedded.inputs_embeds.detach().requires_grad_(True)

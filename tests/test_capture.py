@@ -64,6 +64,16 @@ def test_statistics_equal_reference_from_full_activations(tiny_adapter, tiny_man
     assert (stats.n_positions[:, 0] > 10).all(), "audio group should cover the clip's audio tokens"
 
 
+def test_attribution_allocates_no_parameter_gradients(tiny_manifest):
+    """Attribution's backward differentiates activations only: no weight gets a .grad (at the 7B shape that
+    would be a second copy of the decoder), and the parameters stay trainable afterwards."""
+    adapter = make_tiny_adapter()
+    batch_statistics(adapter, adapter.build_batch(_waves(tiny_manifest, 2)), GROUPS, true_label=torch.tensor([0, 1]))
+    params = list(adapter.model.parameters())
+    assert all(p.grad is None for p in params)
+    assert all(p.requires_grad for p in params)
+
+
 def test_store_opens_with_xarray_with_documented_layout(tiny_adapter, tiny_manifest, tmp_path):
     out = tmp_path / "a.zarr"
     capture(tiny_adapter, tiny_manifest, out, groups=GROUPS, batch_size=5, block_size=8, attribution=True,
