@@ -237,7 +237,7 @@ def main() -> None:
     if args.out and not args.load_only and args.out.exists() and any(args.out.iterdir()):
         ap.error(f"--out {args.out} is not empty (it is deleted afterwards unless --keep)")
     tmp_root = Path(tempfile.mkdtemp(prefix="fullsize_load_"))
-    out = args.out or tmp_root / "checkpoint"
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"fullsize_load_{family}_checkpoint_"))  # outlives tmp_root
     try:
         if not args.load_only:
             t0 = time.perf_counter()
