@@ -11,7 +11,7 @@ rule train_organism:
         labels=lambda wc: config["corpora"][config["organism"]["corpora"][0]]["classes"],
         prompt=lambda wc: next(m["prompt"] for m in config["models"].values() if m["organism"]),
         seed=organism_seed,
-    threads: 2
+    threads: config["organism"]["threads"]
     resources:
         gpu=0,
     log:
