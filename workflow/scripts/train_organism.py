@@ -9,7 +9,7 @@ from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
 known = {f.name for f in fields(OrganismConfig)}
-cfg = OrganismConfig(**{k: v for k, v in snakemake.params.organism.items() if k in known},
+cfg = OrganismConfig(**{k: v for k, v in snakemake.params.organism.items() if k in known - {"threads"}},
                      prompt=snakemake.params.prompt, seed=snakemake.params.seed, threads=snakemake.threads)
 manifest = pd.concat([load_manifest(Path(m).parent) for m in snakemake.input.manifests], ignore_index=True)
 metrics = train_organism(manifest, Path(snakemake.output.metrics).parent, list(snakemake.params.labels), cfg)
