@@ -11,7 +11,7 @@ rule capture:
         capture=canonical(config["capture"]),
         device=config["device"],
         config_hash=lambda wc: config_hash(wc.model, wc.corpus),
-    threads: 2
+    threads: model_threads
     resources:
         gpu=model_gpu,
     log:

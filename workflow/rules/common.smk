@@ -121,6 +121,10 @@ def canonical(obj):
     return obj
 
 
+def model_threads(wildcards):
+    return config["models"][wildcards.model]["threads"]
+
+
 def model_gpu(wildcards):
     return 1 if config["models"][wildcards.model]["gpu"] else 0
 

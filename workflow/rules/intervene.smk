@@ -16,7 +16,7 @@ rule intervene:
         sweeps=study_sweeps,
         selectors=SELECTORS,
         device=config["device"],
-    threads: 2
+    threads: model_threads
     resources:
         gpu=model_gpu,
     log:
@@ -39,7 +39,7 @@ rule knockout:
         model=lambda wc: canonical(config["models"][wc.model]),
         intervention=canonical(config["intervention"]),
         device=config["device"],
-    threads: 2
+    threads: model_threads
     resources:
         gpu=model_gpu,
     log:
