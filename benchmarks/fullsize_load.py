@@ -29,7 +29,7 @@ one bf16 copy (AF3 8.27 B parameters = 16.5 GB, Qwen2-Audio 8.40 B = 16.8 GB) + 
 and the tokenizer; the save adds little (safetensors 0.8 writes from the tensors: +19 MB at --small's
 160 MB); the load is one bf16 copy again (the built model is freed first); the capture adds the batch's
 activations and the attribution backward, which differentiates activations only (no weight gradients:
-`esn.capture.frozen_parameters`). Plan on ~20 GB of free RAM and ~17 GB of disk for the checkpoint; 2
+`esn.capture.frozen`). Plan on ~20 GB of free RAM and ~17 GB of disk for the checkpoint; 2
 CPU cores take minutes per phase. ru_maxrss only grows, so the load's own peak is hidden behind the
 build's: measure it with `--keep`, then `--load-only` (its JSON gets a `_load_only` suffix). transformers 5
 maps the safetensors files: `load_s` is mostly lazy, the weights are paged in from disk (or the page
