@@ -10,7 +10,7 @@ kind = snakemake.rule.removeprefix("figure_")
 inp, p, wc = snakemake.input, snakemake.params, snakemake.wildcards
 out = [snakemake.output.pdf, snakemake.output.png]
 study = (f"{wc.model} · identify {wc.id_corpus} · evaluate {wc.eval_corpus}" if "eval_corpus" in wc.keys()
-         else wc.model)
+         else wc.get("model", ""))
 
 
 def all_selector_rows(paths):
