@@ -136,10 +136,10 @@ def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout:
         add(group, "others", g["others"], g["others_hi"] < 0)
         add(group, "specificity", g["specificity"], g["specificity_hi"] < 0)
         add(group, "vs_random", g["vs_random"], g["vs_random_hi"] < 0)
-    for (evaluate, layer), g in knockout.groupby(["evaluate", "layer"], sort=True):
+    for (evaluate, layer), g in (knockout.groupby(["evaluate", "layer"], sort=True) if len(knockout) else []):
         add({"identify": "", "evaluate": evaluate, "selector": "", "layer": layer, "corpus": ""}, "knockout",
             g["change"], g["change_hi"] < 0)
-    for corpus, g in heldout.groupby("corpus", sort=True):
+    for corpus, g in (heldout.groupby("corpus", sort=True) if len(heldout) else []):
         lo, hi = UAR_WINDOW
         add({"identify": "", "evaluate": "", "selector": "", "layer": np.nan, "corpus": corpus}, "heldout_uar",
             g["heldout_uar"], g["heldout_uar"].between(lo, hi))

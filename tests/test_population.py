@@ -89,7 +89,7 @@ def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
 
 def test_one_organism_has_no_population_interval():
     organisms, knockout = _organisms([6])
-    summary = P.population_summary(organisms, knockout, pd.DataFrame(columns=["organism", "corpus", "heldout_uar"]))
+    summary = P.population_summary(organisms, P.knockout_table([]), pd.DataFrame())  # knockout switched off
     spec = summary[summary["statistic"] == "specificity"].iloc[0]
     assert spec["n"] == 1 and np.isnan(spec["lo"]) and np.isnan(spec["hi"])
 
