@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 import yaml
 import zarr
 from safetensors.numpy import load_file
 from test_science import _fresh_copy
 from test_workflow import SNAKEMAKE, snakemake
+
+from esn import store
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +69,8 @@ def test_two_fresh_runs_are_identical(two_runs):
     wb = load_file(b / "resources/models/organism/model.safetensors")
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     for sel in ("mad", "attribution"):
-        sa = xr.open_zarr(a / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)
-        sb = xr.open_zarr(b / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)
+        sa = store.open_dataset(a / f"results/neurons/organism/synthetic/{sel}.zarr")
+        sb = store.open_dataset(b / f"results/neurons/organism/synthetic/{sel}.zarr")
         for v in ("rank", "random_order", "score"):
             np.testing.assert_array_equal(sa[v].values, sb[v].values)
         assert sa.attrs["seed"] == sb.attrs["seed"] == yaml.safe_load((a / CONFIG).read_text())["seed"]
@@ -158,22 +159,22 @@ def test_sigkilled_capture_resumes_from_its_committed_blocks(one_run, tmp_path, 
 
     def committed() -> int:
         try:
-            return int(zarr.open_group(partial, mode="r")["block_done"][:].sum())
+            return int(store.open_zarr_group(partial)["block_done"][:].sum())
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
             return 0
 
     proc = _start(work, merged)
     _freeze_when(proc, lambda: committed() >= 1, "first capture block committed")
     done = committed()
-    n_blocks = int(zarr.open_group(partial, mode="r")["block_done"].shape[0])
+    n_blocks = int(store.open_zarr_group(partial)["block_done"].shape[0])
     inside = _incomplete_marker(work, shard).exists() and not (work / shard).exists()
     _kill(proc)
     assert inside and 1 <= done < n_blocks, f"kill not mid-capture: {done}/{n_blocks} blocks committed"
     out = _recover(work, merged)
     assert "capture" in _job_stats(out), out[-3000:]
     assert f"{n_blocks - done}/{n_blocks} blocks to do (resumed)" in log.read_text()
-    a = xr.open_zarr(reference, consolidated=False)
-    b = xr.open_zarr(work / merged, consolidated=False)
+    a = store.open_dataset(reference)
+    b = store.open_dataset(work / merged)
     for v in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution", "correct"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     assert list(a["utterance"].values) == list(b["utterance"].values)

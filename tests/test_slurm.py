@@ -36,8 +36,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 import pytest
-import xarray as xr
 import yaml
+
+from esn import store
 
 pytestmark = pytest.mark.slurm
 
@@ -465,6 +466,6 @@ def test_reduced_default_workflow_runs_under_slurm_like_locally(slurm_cluster, t
         else:
             assert a.read_bytes() == b.read_bytes(), name
     for sel in ("mad", "attribution"):
-        ra = xr.open_zarr(local / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)["rank"].values
-        rb = xr.open_zarr(cluster / f"results/neurons/organism/synthetic/{sel}.zarr", consolidated=False)["rank"].values
+        ra = store.open_dataset(local / f"results/neurons/organism/synthetic/{sel}.zarr")["rank"].values
+        rb = store.open_dataset(cluster / f"results/neurons/organism/synthetic/{sel}.zarr")["rank"].values
         assert (ra == rb).all()
