@@ -45,30 +45,33 @@ def _main_deactivation(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
                  & np.isclose(frame["fraction"].astype(float), fraction)]
 
 
+#: the specificity row's columns against its random control (metrics.NULL_COLUMNS), as named here
+_NULL = {"random_specificity": "random_mean", "vs_random": "vs_random", "vs_random_lo": "vs_random_lo",
+         "vs_random_hi": "vs_random_hi", "p_value": "p_value", "random_draws": "random_draws"}
+
+
+def _specificity_columns(spec: pd.Series, estimate: str) -> dict[str, object]:
+    """Specificity with its CI and its random control, from a delta_recall (`estimate` = "delta_recall") or
+    summary (`estimate` = "estimate") row."""
+    return {"specificity": spec[estimate], "specificity_lo": spec["lo"], "specificity_hi": spec["hi"],
+            **{name: spec.get(column, np.nan) for name, column in _NULL.items()},
+            "bootstrap_unit": spec.get("bootstrap_unit", "")}
+
+
 def organism_rows(delta: pd.DataFrame, summary: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """One organism's study and selector: a row per target emotion (from its `delta_recall` table) and one
     for the mean over targets (`target` = "mean", from its `summary` table), at the main set size."""
     d = _main_deactivation(delta, fraction)
     rows = []
     for target, t in d.groupby("target", sort=False):
-        self_row = t[t["class"] == target].iloc[0]
+        own = t[t["class"] == target].iloc[0]["delta_recall"]
         spec = t[t["class"] == "specificity"].iloc[0]
-        rows.append({"target": target, "self": self_row["delta_recall"],
-                     "others": self_row["delta_recall"] - spec["delta_recall"],
-                     "specificity": spec["delta_recall"], "specificity_lo": spec["lo"], "specificity_hi": spec["hi"],
-                     "random_specificity": spec.get("random_mean", np.nan), "vs_random": spec.get("vs_random", np.nan),
-                     "vs_random_lo": spec.get("vs_random_lo", np.nan), "vs_random_hi": spec.get("vs_random_hi", np.nan),
-                     "p_value": spec.get("p_value", np.nan), "random_draws": spec.get("random_draws", np.nan),
-                     "bootstrap_unit": spec.get("bootstrap_unit", "")})
+        rows.append({"target": target, "self": own, "others": own - spec["delta_recall"],
+                     **_specificity_columns(spec, "delta_recall")})
     s = _main_deactivation(summary, fraction).set_index("statistic")
     if "specificity" in s.index:
-        spec = s.loc["specificity"]
         rows.append({"target": "mean", "self": s.loc["self", "estimate"], "others": s.loc["others", "estimate"],
-                     "specificity": spec["estimate"], "specificity_lo": spec["lo"], "specificity_hi": spec["hi"],
-                     "random_specificity": spec.get("random_mean", np.nan), "vs_random": spec.get("vs_random", np.nan),
-                     "vs_random_lo": spec.get("vs_random_lo", np.nan), "vs_random_hi": spec.get("vs_random_hi", np.nan),
-                     "p_value": spec.get("p_value", np.nan), "random_draws": spec.get("random_draws", np.nan),
-                     "bootstrap_unit": spec.get("bootstrap_unit", ""),
+                     **_specificity_columns(s.loc["specificity"], "estimate"),
                      "self_hi": s.loc["self", "hi"], "others_hi": s.loc["others", "hi"]})
     return pd.DataFrame(rows)
 
