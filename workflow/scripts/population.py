@@ -1,7 +1,5 @@
 import json
 
-import pandas as pd
-
 from esn import population as P
 from esn.workflow import setup_logging
 
@@ -17,6 +15,5 @@ for name, path in zip(p.organisms, inp.metrics):
 heldout = P.heldout_table(metrics)
 summary = P.population_summary(organisms, knockout, heldout, n_boot=p.bootstrap, seed=p.seed)
 P.write(snakemake.output, {"organisms": organisms, "knockout": knockout, "heldout": heldout, "summary": summary})
-with pd.option_context("display.width", 200, "display.max_columns", 20):
-    log.info("population of %d organisms:\n%s", len(p.organisms),
-             "\n".join(P.claim_sentence(r) for r in summary.to_dict("records")))
+log.info("population of %d organisms:\n%s", len(p.organisms),
+         "\n".join(P.claim_sentence(r) for r in summary.to_dict("records")))
