@@ -157,8 +157,13 @@ def heldout_table(metrics: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
 
 
 def claim_sentence(row: Mapping[str, object]) -> str:
-    """"MAD (identify synthetic, evaluate synthetic): the set is specific … in 5 of 5 organisms"."""
-    where = " ".join(str(x) for x in (row.get("selector"), row.get("corpus")) if x)
+    """"mad, identify synthetic → evaluate synthetic: the set is specific … in 4 of 5 organisms"."""
+    parts = [row.get("selector"),
+             f"identify {row['identify']} → evaluate {row['evaluate']}" if row.get("identify") else
+             (f"on {row['evaluate']}" if row.get("evaluate") else ""),
+             f"layer {int(row['layer'])}" if pd.notna(row.get("layer")) and row.get("layer") != "" else "",
+             row.get("corpus")]
+    where = ", ".join(x for x in parts if isinstance(x, str) and x)
     return f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
 
 
