@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from esn.models.base import AudioLMAdapter, Batch, Embedded
+from esn.models.base import AudioLMAdapter, Batch, Embedded, check_loaded_weights, require_pinned_revision
 
 SAMPLING_RATE = 16_000
 ENV_FILE = "workflow/envs/kimi_audio.yaml"
@@ -165,16 +165,16 @@ class KimiAudioAdapter(AudioLMAdapter):
         if not trust_remote_code:
             raise ValueError(f"Kimi-Audio ({path}) is remote code (MoonshotKimiaForCausalLM): set "
                              f"`trust_remote_code: true` and a pinned `revision` (a commit hash) in its models entry")
-        if not revision:
-            raise ValueError(f"Kimi-Audio ({path}) runs remote code: pin `revision` to a commit hash in its models "
-                             f"entry so the code that runs is the code that was reviewed")
+        require_pinned_revision(path, revision)
         if system_prompt:
             raise ValueError("Kimi-Audio's prompt format has no system turn; leave `system_prompt` unset")
         prompt_manager_cls = _import_prompt_manager()
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, trust_remote_code=True,
-                                                     dtype=getattr(torch, dtype)).to(device)
+        model, info = AutoModelForCausalLM.from_pretrained(path, revision=revision, trust_remote_code=True,
+                                                           dtype=getattr(torch, dtype), output_loading_info=True)
+        check_loaded_weights(model, info, path)
+        model = model.to(device)
         if os.path.isdir(path):
             local = path
         else:  # kimia_infer reads whisper-large-v3 and the tokenizer from the checkpoint folder
