@@ -141,6 +141,33 @@ def test_renamed_thinker_prefix_is_refused(published_omni, tmp_path):
     assert "model.language_model.layers.0." in message or "model.audio_tower." in message or "lm_head.weight" in message
 
 
+def test_fullsize_checkpoint_script_writes_the_published_layout(tmp_path):
+    """benchmarks/make_fullsize_checkpoint.py's writer, at a tiny thinker shape: the whole model with
+    `thinker.`-prefixed weights and the composite config, loaded in bf16 with its saved weights."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("make_fullsize_checkpoint", bench / "make_fullsize_checkpoint.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+    finally:
+        sys.path.remove(str(bench))
+    shape = {"layers": 2, "hidden": 64, "mlp": 128, "heads": 4, "kv_heads": 2, "audio_layers": 1,
+             "audio_d_model": 32, "audio_heads": 2, "audio_ffn": 64}
+    out = tmp_path / "fullsize"
+    script.write_checkpoint(out, shape, build_tokenizer(PROMPT, 300), max_shard_size="200KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert {k.split(".")[0] for k in index["weight_map"]} == {"thinker", "talker", "token2wav"}
+    assert (out / "spk_dict.pt").exists() and json.loads((out / "config.json").read_text())["thinker_config"]
+    adapter = load_adapter({"adapter": "qwen2_5_omni", "path": str(out), "prompt": PROMPT, "dtype": "bfloat16"}, LABELS)
+    assert (adapter.n_layers, adapter.n_neurons) == (2, 128)
+    assert assert_studied_weights_equal_saved(adapter, out, OMNI_NAMES) > 40
+
+
 # --- Audio Flamingo 3 and Qwen2-Audio as published ------------------------------------------------
 
 @pytest.mark.parametrize("family", ["audio_flamingo3", "qwen2_audio"])
