@@ -132,6 +132,34 @@ def save_published_omni(model: Any, folder: str | Path, tokenizer: Any, feature_
     return folder
 
 
+def save_weights_as(model: Any, folder: str | Path, names: list[tuple[str, str]], shard_tensors: int = 8) -> int:
+    """Write `model`'s weights under explicit published names (`names`: (published prefix, model prefix)),
+    sharded with an index, replacing any weight files in `folder`; independent of the name mapping the
+    installed transformers applies when it saves. Returns the number of tensors written."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    for old in [*folder.glob("model*.safetensors"), folder / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        match = next(((pub, loaded) for pub, loaded in names if key.startswith(loaded)), None)
+        if match is None:
+            raise ValueError(f"no published name for {key}")
+        tensors[match[0] + key[len(match[1]):]] = value.detach().contiguous()
+    keys = sorted(tensors)
+    shards = [keys[i:i + shard_tensors] for i in range(0, len(keys), shard_tensors)]
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file({k: tensors[k] for k in shard}, folder / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return len(tensors)
+
+
 def saved_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint folder (one file or shards with an index), by its saved name."""
     from safetensors.torch import load_file

@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 from models_tiny import PROMPT, build_af3, build_qwen2_audio, waves
-from published_layouts import (TEMPLATE_PLACES, publish_processor_files, rename_weights, save_published_omni,
+from published_layouts import (TEMPLATE_PLACES, publish_processor_files, rename_weights, save_published_omni, save_weights_as,
                                saved_weights, whole_omni_config, write_4x_config)
 from transformers import Qwen2_5OmniForConditionalGeneration, WhisperFeatureExtractor
 
@@ -57,8 +57,7 @@ def build_published_processor_family(family: str, folder, place: str):
     model_cls = {"audio_flamingo3": "AudioFlamingo3ForConditionalGeneration",
                  "qwen2_audio": "Qwen2AudioForConditionalGeneration"}[family]
     model = getattr(transformers, model_cls).from_pretrained(folder)
-    (folder / "model.safetensors").unlink()
-    model.save_pretrained(folder, max_shard_size="100KB")
+    save_weights_as(model, folder, PROCESSOR_FAMILY_NAMES)  # the published names, whatever this transformers saves
     write_4x_config(folder)
     publish_processor_files(folder, template, place, type(processor).__name__, processor.feature_extractor)
     return folder
