@@ -376,3 +376,50 @@ def test_kimi_load_wiring_with_fake_remote_code(monkeypatch, tmp_path):
     probs = adapter.score(CLIPS[:2])
     assert probs.shape == (2, len(LABELS)) and torch.allclose(probs.sum(-1), torch.ones(2))
     assert np.isfinite(probs.numpy()).all()
+
+
+def test_kimi_self_check_tolerance_admits_rounding_and_refuses_errors(monkeypatch):
+    """In bf16 the self-check's bar scales with the logits: a one-step rounding difference of logits above
+    8 passes (the former fixed 5e-2 refused it), a real error (the text stream dropped from the merge) fails;
+    in float32 the bar stays 1e-4."""
+    from esn.models.kimi_audio import self_check_tolerance
+
+    model, prompt_manager = build_kimi_fake()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)           # logits of magnitude ~30, as a real 7B model's
+    model = model.to(torch.bfloat16)
+    get_prompt = prompt_manager.get_prompt
+
+    def bf16_features(*args, **kwargs):          # kimia_infer's whisper runs in bf16
+        content = get_prompt(*args, **kwargs)
+        content.continuous_feature = [f.to(torch.bfloat16) for f in content.continuous_feature]
+        return content
+
+    monkeypatch.setattr(prompt_manager, "get_prompt", bf16_features)
+    adapter = KimiAudioAdapter(model, KimiaPromptBuilder(prompt_manager), LABELS, PROMPT)
+    full = adapter.full_forward_last(CLIPS[0])
+    assert float(full.float().abs().max()) > 8
+    assert self_check_tolerance(torch.float32, full.float()) == 1e-4
+    assert adapter.self_check(CLIPS[0]) <= self_check_tolerance(torch.bfloat16, full)
+
+    decode_last = adapter.decode_last
+    eps = torch.finfo(torch.bfloat16).eps
+
+    def one_step_off(embedded):  # every logit moved by about one bf16 step: what another kernel may do
+        logits = decode_last(embedded)
+        return (logits.float() * (1 + eps * torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))))).to(logits.dtype)
+
+    monkeypatch.setattr(adapter, "decode_last", one_step_off)
+    diff = adapter.self_check(CLIPS[0])
+    assert diff > 5e-2                          # the old fixed bar would have refused a correct model
+    monkeypatch.setattr(adapter, "decode_last", decode_last)
+
+    embed = adapter.embed
+
+    def without_text_stream(batch):              # a wrong merge: the prompt's text stream left out
+        batch.inputs["text_input_ids"] = torch.zeros_like(batch.inputs["text_input_ids"])
+        return embed(batch)
+
+    monkeypatch.setattr(adapter, "embed", without_text_stream)
+    with pytest.raises(RuntimeError, match="differs from the model's own forward"):
+        adapter.self_check(CLIPS[0])
