@@ -69,6 +69,9 @@ def test_paper_config_pins_remote_code_only_by_commit():
     env = (ROOT / "workflow" / "envs" / "kimi_audio.yaml").read_text()
     pins = re.findall(r"git\+https://\S+?\.git(@\S+)?\s", env)
     assert pins and all(COMMIT_HASH.fullmatch(p.lstrip("@")) for p in pins), pins
+    from kimi_remote import SOURCE  # the commit whose model class tests/test_kimi_real.py runs
+
+    assert f"@{SOURCE['commit']}" in pins
 
 
 def test_nothing_unpickles_files():
