@@ -21,6 +21,13 @@ Nothing in the files is edited. `runtime_patches` makes them run here, on CPU, u
   non-persistent buffers of modules it does not know uninitialised).
 `write_checkpoint` then saves a tiny random model of that class into a folder with an `auto_map`, so
 `KimiAudioAdapter.load` loads it through `AutoModelForCausalLM(trust_remote_code=True)` like the hub one.
+
+Likewise `ESN_KIMIA_INFER` may name a Kimi-Audio checkout at 2607d51 or 349251e (before / at the change of
+`KimiAPromptManager`'s constructor): `real_prompt_manager_module` imports its prompt code unmodified
+(sha256 in `KIMIA_SOURCES`), standing in only the speech tokenizer and whisper encoder, which need weights.
+
+    git -C Kimi-Audio checkout 2607d515f5b7dffa1dcc7526f9f26feb48e356c4   # or 349251e...
+    ESN_KIMIA_INFER=$PWD/Kimi-Audio ESN_KIMI_REMOTE_CODE=... .venv/bin/pytest tests/test_kimi_real.py
 """
 
 from __future__ import annotations
@@ -245,3 +252,109 @@ def write_checkpoint(folder: Path, source: Path, config: dict, seed: int = 0) ->
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors",
               metadata={"format": "pt"})
     return folder
+
+
+# --- kimia_infer's prompt manager, with its two model-backed parts stood in ------------------------
+
+KIMIA_ENV = "ESN_KIMIA_INFER"
+#: kimia_infer's prompt code at the two commits around the 2025-06-03 change (a required third constructor
+#: argument; `to_tensor()` returning 5 tensors instead of 3): sha256 of the files the test imports.
+KIMIA_SOURCES = {
+    "2607d515f5b7dffa1dcc7526f9f26feb48e356c4": {
+        "kimia_infer/api/prompt_manager.py": "d8ba69f5df6e944ee3eedfd253364d87b7745f7d209011f207797258228216fe",
+        "kimia_infer/utils/data.py": "15b668936c59cfe1cd22fa6626073a748ee1d8013435f5cd38a0adff2b1aa6f2",
+        "kimia_infer/utils/special_tokens.py": "ec409998c7ffef696d0870fe24534dcfd7ac617be2ed75787576dbf572a23437",
+    },
+    "349251e1d8f4f98d58fda59246381faecd7392e0": {
+        "kimia_infer/api/prompt_manager.py": "ef3953607c22458852b3b6f7639415c37c3be712fd771e894ed96323e7d2c364",
+        "kimia_infer/utils/data.py": "752c255b64e8c47f3acd34366691101229d4dc59f402c73be27600f5e690d1b3",
+        "kimia_infer/utils/special_tokens.py": "ec409998c7ffef696d0870fe24534dcfd7ac617be2ed75787576dbf572a23437",
+    },
+}
+
+
+def kimia_infer_folder() -> Path | None:
+    """A checkout of MoonshotAI/Kimi-Audio (holding `kimia_infer/`) named by `ESN_KIMIA_INFER`, or None."""
+    value = os.environ.get(KIMIA_ENV)
+    return Path(value) if value else None
+
+
+def kimia_infer_commit(folder: Path) -> str:
+    """Which recorded commit the checkout's prompt code is (by sha256); refuses anything else."""
+    for commit, files in KIMIA_SOURCES.items():
+        if all((folder / f).is_file() and hashlib.sha256((folder / f).read_bytes()).hexdigest() == h
+               for f, h in files.items()):
+            return commit
+    raise ValueError(f"{folder}: kimia_infer's prompt code is not one of the recorded commits {sorted(KIMIA_SOURCES)}")
+
+
+def real_prompt_manager_module(folder: Path, fake: Any, monkeypatch: Any) -> types.ModuleType:
+    """Import the checkout's `kimia_infer.api.prompt_manager` unmodified, with STAND-INS for what needs
+    weights or CUDA: the GLM-4-voice speech tokenizer and the whisper-large-v3 encoder give the speech
+    tokens and features of `fake` (a `models_tiny.FakeKimiPromptManager`), the text tokenizer is the fake's;
+    `librosa.load` reads with soundfile, `loguru` logs nowhere, `torch.cuda.current_device` is "cpu"."""
+    import soundfile as sf
+
+    for name in [n for n in sys.modules if n == "kimia_infer" or n.startswith("kimia_infer.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")
+
+    class Glm4Tokenizer:  # STAND-IN: the fake's energy codes, before kimia_infer adds the token offset
+        def __init__(self, name: str):
+            self.name = name
+
+        def to(self, *_: Any) -> "Glm4Tokenizer":
+            return self
+
+        def tokenize(self, audio_path: str) -> torch.Tensor:
+            return torch.tensor([fake._speech_tokens(fake._frames(audio_path))]) - fake.kimia_token_offset
+
+    class WhisperEncoder:  # STAND-IN: the fake's features at 4 x the token rate, as whisper's 50 Hz frames
+        def __init__(self, path: str, mel_batch_size: int = 20):
+            self.path = path
+
+        def to(self, *_: Any) -> "WhisperEncoder":
+            return self
+
+        bfloat16 = eval = to
+
+        def tokenize_waveform(self, wav: torch.Tensor) -> torch.Tensor:
+            n = max(1, -(-wav.shape[-1] // fake._projection.shape[0]))
+            frames = torch.zeros(n * fake._projection.shape[0])
+            frames[:wav.shape[-1]] = wav.flatten().float()
+            features = torch.tanh(frames.view(n, -1) @ fake._projection)      # [n, D]
+            return features.reshape(1, 4 * n, -1)                              # [1, 4n, D/4]
+
+    class TextTokenizer:  # the fake's text tokenizer, with the `pad_id` Kimi's tiktoken tokenizer has
+        def __init__(self) -> None:
+            self.inner = fake.text_tokenizer
+
+        def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+            return self.inner.encode(text, bos=bos, eos=eos)
+
+        def convert_tokens_to_ids(self, token: str) -> int:
+            return self.inner.convert_tokens_to_ids(token)
+
+        pad_id = 0
+
+    class AutoTokenizer:
+        @staticmethod
+        def from_pretrained(*_: Any, **__: Any) -> TextTokenizer:
+            return TextTokenizer()
+
+    stubs = {
+        "librosa": types.SimpleNamespace(load=lambda path, sr=16000: (sf.read(path, dtype="float32")[0], sr)),
+        "loguru": types.SimpleNamespace(logger=types.SimpleNamespace(info=lambda *a, **k: None,
+                                                                      warning=lambda *a, **k: None)),
+        "kimia_infer.models.tokenizer.whisper_Lv3.whisper": types.SimpleNamespace(WhisperEncoder=WhisperEncoder),
+        "kimia_infer.models.tokenizer.glm4_tokenizer": types.SimpleNamespace(Glm4Tokenizer=Glm4Tokenizer),
+    }
+    for name, stub in stubs.items():
+        monkeypatch.setitem(sys.modules, name, stub)
+    import importlib
+
+    module = importlib.import_module("kimia_infer.api.prompt_manager")
+    assert Path(module.__file__).resolve().is_relative_to(folder.resolve()), module.__file__
+    monkeypatch.setattr(module, "AutoTokenizer", AutoTokenizer)
+    return module

@@ -5,7 +5,9 @@ Runs when `ESN_KIMI_REMOTE_CODE` names a folder with the two source files (see t
 skipped otherwise, with a reason that says how to run it. The prompt streams come from the FAKE prompt
 manager of tests/models_tiny.py (kimia_infer needs the GLM-4-voice tokenizer and whisper-large-v3
 weights); the model — attention with grouped-query heads in fp16, the MIMO branch, the input merge, the
-output tuple and the cache — is the real one.
+output tuple and the cache — is the real one. The last two tests check that FAKE against kimia_infer's
+own prompt code (`ESN_KIMIA_INFER`: a Kimi-Audio checkout at 2607d51, the 2-argument constructor, or at
+349251e, the 3-argument one), with only its speech tokenizer and whisper encoder stood in.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from kimi_remote import ENV, SOURCE, check_files, file_hashes, how_to_run, remote_code_folder, runtime_patches, \
-    tiny_config, write_checkpoint
+from kimi_remote import (ENV, KIMIA_ENV, KIMIA_SOURCES, SOURCE, check_files, file_hashes, how_to_run,
+                         kimia_infer_commit, kimia_infer_folder, real_prompt_manager_module, remote_code_folder,
+                         runtime_patches, tiny_config, write_checkpoint)
 from models_tiny import (KIMI_SPECIALS, KIMI_SPEECH_CODES, KIMI_WHISPER_DIM, PROMPT, FakeKimiPromptManager,
                          FakeKimiTextTokenizer, waves)
 
@@ -31,10 +34,11 @@ LABELS = ["neutral", "happy", "sad", "angry"]
 CLIPS = waves([0.5, 1.3, 0.8])          # different lengths: left padding is exercised
 FOLDER = remote_code_folder()
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(FOLDER is None, reason=how_to_run())]
+pytestmark = pytest.mark.usefixtures("one_thread")
+needs_remote_code = pytest.mark.skipif(FOLDER is None, reason=how_to_run())
 
 
+@needs_remote_code
 def test_remote_files_are_the_recorded_ones():
     """The files named by the environment are byte-identical to the recorded commit's (sha256)."""
     assert file_hashes(FOLDER) == {name: sha for name, (_, sha) in SOURCE["files"].items()}, f"{ENV}={FOLDER}"
@@ -75,6 +79,7 @@ def kimi(tmp_path_factory):
     mp.undo()
 
 
+@needs_remote_code
 def test_the_model_is_the_real_class_and_passes_the_self_check(kimi):
     adapter, _, _ = kimi
     model = adapter.model
@@ -87,6 +92,7 @@ def test_the_model_is_the_real_class_and_passes_the_self_check(kimi):
     assert adapter.self_check() <= 1e-4
 
 
+@needs_remote_code
 def test_left_padded_batch_equals_clip_by_clip_full_forwards(kimi):
     adapter, _, _ = kimi
     batch = adapter.build_batch(CLIPS)
@@ -105,6 +111,7 @@ def _forward(adapter, clip, **kw):
                          position_ids=torch.arange(len(c.audio_ids))[None], **kw)
 
 
+@needs_remote_code
 @torch.no_grad()
 def test_output_contract_text_from_the_main_layers_audio_from_the_mimo_branch(kimi):
     """Default return: CausalLMOutputWithPast with logits (audio, text); text = lm_head(norm(main layers)),
@@ -127,6 +134,7 @@ def test_output_contract_text_from_the_main_layers_audio_from_the_mimo_branch(ki
     assert torch.allclose(adapter.full_forward_last(CLIPS[0]), text_logits[:, -1], atol=1e-6, rtol=0)
 
 
+@needs_remote_code
 @torch.no_grad()
 def test_hooking_the_last_main_layer_moves_only_text_and_a_mimo_layer_only_audio(kimi):
     adapter, _, _ = kimi
@@ -147,6 +155,7 @@ def test_hooking_the_last_main_layer_moves_only_text_and_a_mimo_layer_only_audio
         assert torch.equal(logits[still], base[still])
 
 
+@needs_remote_code
 def test_hook_sites_are_exactly_the_main_layers(kimi):
     adapter, _, _ = kimi
     inner = adapter.model.model
@@ -156,6 +165,7 @@ def test_hook_sites_are_exactly_the_main_layers(kimi):
     assert not mimo & {id(m) for m, _ in adapter.site_modules()}
 
 
+@needs_remote_code
 def test_label_scoring_and_a_deactivation_condition_run_end_to_end(kimi):
     """Through the library's intervention runner: the unmodified row equals `score`, deactivating a quarter
     of every layer's neurons changes the label probabilities."""
@@ -172,6 +182,7 @@ def test_label_scoring_and_a_deactivation_condition_run_end_to_end(kimi):
         assert torch.equal(adapter.score(CLIPS), adapter.score(CLIPS))
 
 
+@needs_remote_code
 def test_a_checkpoint_with_a_renamed_decoder_is_refused(kimi, tmp_path):
     """The weight check holds for remote code too: missing decoder weights are named, never random."""
     import shutil
@@ -194,3 +205,70 @@ def test_a_checkpoint_with_a_renamed_decoder_is_refused(kimi, tmp_path):
                                       trust_remote_code=True, dtype="float32", device="cpu", scoring="first_token")
     finally:
         mp.undo()
+
+
+# --- kimia_infer's real prompt manager (ESN_KIMIA_INFER: a checkout at 2607d51 or 349251e) -------------
+
+KIMIA = kimia_infer_folder()
+needs_kimia_infer = pytest.mark.skipif(
+    KIMIA is None, reason=f"kimia_infer's prompt code needs a checkout of MoonshotAI/Kimi-Audio at one of "
+                          f"{sorted(KIMIA_SOURCES)}: set {KIMIA_ENV} to it (see tests/kimi_remote.py)")
+
+
+@pytest.fixture()
+def real_prompt_manager(monkeypatch):
+    """(real KimiAPromptManager class, the recorded commit, the FAKE manager whose tokens it is given)."""
+    from models_tiny import build_kimi_fake
+
+    commit = kimia_infer_commit(KIMIA)
+    model, fake = build_kimi_fake()
+    module = real_prompt_manager_module(KIMIA, fake, monkeypatch)
+    return module.KimiAPromptManager, commit, fake, model
+
+
+@needs_kimia_infer
+def test_real_prompt_manager_builds_the_streams_the_adapter_expects(real_prompt_manager, tmp_path):
+    """With the same speech tokens and features, kimia_infer's own `get_prompt` lays out exactly the streams,
+    continuous mask and features of the FAKE the CI tests use; `to_tensor()` has 3 or 5 tensors by commit."""
+    import inspect
+
+    from esn.models.kimi_audio import KimiaPromptBuilder
+
+    cls, commit, fake, _ = real_prompt_manager
+    params = list(inspect.signature(cls).parameters)
+    three = "kimia_text_audiodelaytokens" in params
+    assert three == (commit == SOURCE["commit"])
+    real = cls("/nonexistent", fake.kimia_token_offset, 5) if three else cls("/nonexistent", fake.kimia_token_offset)
+    for clip in CLIPS:
+        built = {name: KimiaPromptBuilder(pm).build(clip, PROMPT) for name, pm in (("real", real), ("fake", fake))}
+        for field in ("audio_ids", "text_ids", "continuous", "whisper"):
+            assert torch.equal(getattr(built["real"], field), getattr(built["fake"], field)), (commit, field)
+    import soundfile as sf
+
+    sf.write(tmp_path / "clip.wav", CLIPS[0], 16000, subtype="FLOAT")
+    content = real.get_prompt(KimiaPromptBuilder.messages(PROMPT, str(tmp_path / "clip.wav")), output_type="text")
+    assert len(content.to_tensor()) == (5 if three else 3)
+
+
+@needs_kimia_infer
+def test_adapter_load_constructs_the_real_prompt_manager(real_prompt_manager, monkeypatch, tmp_path):
+    """KimiAudioAdapter.load passes the third argument exactly when the class takes it, and scores with the
+    real manager what it scores with the fake (model: the FAKE Kimi-Audio)."""
+    import transformers
+
+    from esn.models.kimi_audio import KimiaPromptBuilder
+
+    cls, commit, fake, model = real_prompt_manager
+    module = types.ModuleType("kimia_infer.api.prompt_manager")
+    module.KimiAPromptManager = cls
+    monkeypatch.setitem(sys.modules, "kimia_infer.api.prompt_manager", module)
+    info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: (model, info))
+    adapter = KimiAudioAdapter.load(str(tmp_path), labels=LABELS, prompt=PROMPT, revision=SOURCE["commit"],
+                                    trust_remote_code=True, dtype="float32", device="cpu", scoring="first_token")
+    pm = adapter.builder.prompt_manager
+    assert type(pm) is cls
+    assert getattr(pm, "kimia_text_audiodelaytokens", None) == (
+        model.config.kimia_mimo_audiodelaytokens if commit == SOURCE["commit"] else None)
+    reference = KimiAudioAdapter(model, KimiaPromptBuilder(fake), LABELS, PROMPT, scoring="first_token")
+    assert torch.equal(adapter.score(CLIPS), reference.score(CLIPS))
