@@ -125,8 +125,9 @@ def save_published_omni(model: Any, folder: str | Path, tokenizer: Any, feature_
     tokenizer.save_pretrained(folder)
     write_4x_config(folder, ["Qwen2_5OmniModel"])
     generator = torch.Generator().manual_seed(0)
-    speakers = {name: {"cond": torch.randn(1, 192, generator=generator), "ref_mel": torch.randn(1, 30, 80, generator=generator),
-                       "bos_token": bos} for name, bos in (("Chelsie", 2149), ("Ethan", 2150))}
+    speakers = {name: {"cond": torch.randn(1, 192, generator=generator),
+                       "ref_mel": torch.randn(1, 30, 80, generator=generator), "bos_token": bos}
+                for name, bos in (("Chelsie", 2149), ("Ethan", 2150))}
     torch.save(speakers, folder / "spk_dict.pt")   # pickled, as published
     publish_processor_files(folder, template, "chat_template.json", "Qwen2_5OmniProcessor", feature_extractor)
     return folder

@@ -407,7 +407,8 @@ def test_kimi_self_check_tolerance_admits_rounding_and_refuses_errors(monkeypatc
 
     def one_step_off(embedded):  # every logit moved by about one bf16 step: what another kernel may do
         logits = decode_last(embedded)
-        return (logits.float() * (1 + eps * torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))))).to(logits.dtype)
+        signs = torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)))
+        return (logits.float() * (1 + eps * signs)).to(logits.dtype)
 
     monkeypatch.setattr(adapter, "decode_last", one_step_off)
     diff = adapter.self_check(CLIPS[0])

@@ -15,8 +15,8 @@ import json
 import pytest
 import torch
 from models_tiny import PROMPT, build_af3, build_qwen2_audio, waves
-from published_layouts import (TEMPLATE_PLACES, publish_processor_files, rename_weights, save_published_omni, save_weights_as,
-                               saved_weights, whole_omni_config, write_4x_config)
+from published_layouts import (TEMPLATE_PLACES, publish_processor_files, rename_weights, save_published_omni,
+                               save_weights_as, saved_weights, whole_omni_config, write_4x_config)
 from transformers import Qwen2_5OmniForConditionalGeneration, WhisperFeatureExtractor
 
 from esn.models import load_adapter
@@ -31,7 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 OMNI_NAMES = [("thinker.model.", "model.language_model."), ("thinker.audio_tower.", "model.audio_tower."),
               ("thinker.visual.", "model.visual."), ("thinker.lm_head.", "lm_head.")]
 PROCESSOR_FAMILY_NAMES = [("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
-                          ("audio_tower.", "model.audio_tower."), ("multi_modal_projector.", "model.multi_modal_projector.")]
+                          ("audio_tower.", "model.audio_tower."),
+                          ("multi_modal_projector.", "model.multi_modal_projector.")]
 
 
 def build_published_omni(folder, seed: int = 0):

@@ -51,7 +51,9 @@ def study_weight_prefixes(model: nn.Module) -> dict[str, str]:
     parts = {"decoder": model.get_decoder(), "lm_head": model.get_output_embeddings(),
              "embeddings": model.get_input_embeddings()}
     prefixes = {names[id(m)] + ".": role for role, m in parts.items() if m is not None and id(m) in names}
-    prefixes.update({n + ".": n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in AUDIO_PARTS})
+    for name, _ in model.named_modules():
+        if name.rsplit(".", 1)[-1] in AUDIO_PARTS:
+            prefixes[name + "."] = name.rsplit(".", 1)[-1]
     return prefixes
 
 
@@ -73,10 +75,11 @@ def check_loaded_weights(model: nn.Module, loading_info: dict[str, Any], source:
         def listing(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
         found = "; ".join(f"{len(keys)} {kind}: {listing(keys)}" for kind, keys in problems.items() if keys)
-        raise ValueError(f"checkpoint {source}: weights of the parts the study reads ({', '.join(sorted(set(prefixes.values())))}) "
-                         f"do not match {type(model).__name__} ({found}). Loading it would run the study on randomly "
-                         f"initialised weights; check that the checkpoint's layout (weight-name prefixes) and the "
-                         f"transformers version are ones this adapter supports (README, 'Models')")
+        parts = ", ".join(sorted(set(prefixes.values())))
+        raise ValueError(f"checkpoint {source}: weights of the parts the study reads ({parts}) do not match "
+                         f"{type(model).__name__} ({found}). Loading it would run the study on randomly initialised "
+                         f"weights; check that the checkpoint's layout (weight-name prefixes) and the transformers "
+                         f"version are ones this adapter supports (README, 'Loading real checkpoints')")
 
 
 @dataclass
