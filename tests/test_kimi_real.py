@@ -156,6 +156,29 @@ def test_hooking_the_last_main_layer_moves_only_text_and_a_mimo_layer_only_audio
 
 
 @needs_remote_code
+@torch.no_grad()
+def test_attention_runs_in_fp16_for_fp32_weights_and_vq_adaptor_needs_whisper_features(kimi, monkeypatch):
+    """Facts of the real class the fake does not have: the fp32 model hands fp16 q/k/v to flash-attn, and
+    without `use_whisper_feature` there is no `vq_adaptor` (the adapter then skips the feature merge)."""
+    import kimi_remote
+
+    adapter, _, _ = kimi
+    seen = []
+    attention = kimi_remote._attention
+
+    def spy(q, k, v, causal, scale):
+        seen.append(q.dtype)
+        return attention(q, k, v, causal, scale)
+
+    monkeypatch.setattr(kimi_remote, "_attention", spy)
+    adapter.full_forward_last(CLIPS[0])
+    assert next(adapter.model.parameters()).dtype == torch.float32 and set(seen) == {torch.float16}
+    config = type(adapter.model.config).from_dict({**adapter.model.config.to_dict(), "use_whisper_feature": False})
+    bare = type(adapter.model)(config)
+    assert not hasattr(bare.model, "vq_adaptor") and hasattr(adapter.model.model, "vq_adaptor")
+
+
+@needs_remote_code
 def test_hook_sites_are_exactly_the_main_layers(kimi):
     adapter, _, _ = kimi
     inner = adapter.model.model
