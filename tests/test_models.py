@@ -29,6 +29,7 @@ from esn.models.qwen_omni import QwenOmniAdapter, audio_token_count, mel_frames
 LABELS = ["neutral", "happy", "sad", "angry"]
 CLIPS = waves([0.5, 1.3, 0.8])          # different lengths: left padding is exercised
 ATOL = 1e-5
+COMMIT = "349251e1d8f4f98d58fda59246381faecd7392e0"   # a 40-hex revision, as remote code requires
 
 FAMILIES = {
     "qwen2_5_omni": (build_omni, QwenOmniAdapter),
@@ -332,7 +333,7 @@ def test_kimi_full_forward_mixes_clips_of_a_batch(kimi):
 def test_kimi_load_refuses_without_remote_code_consent_or_pinned_revision():
     kw = dict(labels=LABELS, prompt=PROMPT, device="cpu")
     with pytest.raises(ValueError, match="trust_remote_code"):
-        KimiAudioAdapter.load("moonshotai/Kimi-Audio-7B-Instruct", revision="abc123", **kw)
+        KimiAudioAdapter.load("moonshotai/Kimi-Audio-7B-Instruct", revision=COMMIT, **kw)
     with pytest.raises(ValueError, match="revision"):
         KimiAudioAdapter.load("moonshotai/Kimi-Audio-7B-Instruct", trust_remote_code=True, **kw)
     with pytest.raises(ValueError, match="revision"):
@@ -340,7 +341,7 @@ def test_kimi_load_refuses_without_remote_code_consent_or_pinned_revision():
                       "trust_remote_code": True}, LABELS)
     if importlib.util.find_spec("kimia_infer") is None:
         with pytest.raises(ImportError, match="workflow/envs/kimi_audio.yaml"):
-            KimiAudioAdapter.load("moonshotai/Kimi-Audio-7B-Instruct", trust_remote_code=True, revision="abc123", **kw)
+            KimiAudioAdapter.load("moonshotai/Kimi-Audio-7B-Instruct", trust_remote_code=True, revision=COMMIT, **kw)
 
 
 def test_kimi_load_wiring_with_fake_remote_code(monkeypatch, tmp_path):
@@ -353,7 +354,8 @@ def test_kimi_load_wiring_with_fake_remote_code(monkeypatch, tmp_path):
 
     def from_pretrained(path, **kwargs):
         calls["model"] = (path, kwargs)
-        return model
+        info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        return (model, info) if kwargs.get("output_loading_info") else model
 
     def prompt_manager_cls(model_path, kimia_token_offset):
         calls["prompt_manager"] = (model_path, kimia_token_offset)
@@ -366,11 +368,59 @@ def test_kimi_load_wiring_with_fake_remote_code(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "kimia_infer.api.prompt_manager", pm_module)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     adapter = load_adapter({"adapter": "kimi_audio", "path": str(tmp_path), "prompt": PROMPT,
-                            "trust_remote_code": True, "revision": "0123abc", "dtype": "float32"}, LABELS)
-    assert isinstance(adapter, KimiAudioAdapter) and adapter.revision == "0123abc"
+                            "trust_remote_code": True, "revision": COMMIT, "dtype": "float32"}, LABELS)
+    assert isinstance(adapter, KimiAudioAdapter) and adapter.revision == COMMIT
     path, kwargs = calls["model"]
-    assert path == str(tmp_path) and kwargs["trust_remote_code"] is True and kwargs["revision"] == "0123abc"
+    assert path == str(tmp_path) and kwargs["trust_remote_code"] is True and kwargs["revision"] == COMMIT
     assert calls["prompt_manager"] == (str(tmp_path), model.config.kimia_token_offset)
     probs = adapter.score(CLIPS[:2])
     assert probs.shape == (2, len(LABELS)) and torch.allclose(probs.sum(-1), torch.ones(2))
     assert np.isfinite(probs.numpy()).all()
+
+
+def test_kimi_self_check_tolerance_admits_rounding_and_refuses_errors(monkeypatch):
+    """In bf16 the self-check's bar scales with the logits: a one-step rounding difference of logits above
+    8 passes (the former fixed 5e-2 refused it), a real error (the text stream dropped from the merge) fails;
+    in float32 the bar stays 1e-4."""
+    from esn.models.kimi_audio import self_check_tolerance
+
+    model, prompt_manager = build_kimi_fake()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)           # logits of magnitude ~30, as a real 7B model's
+    model = model.to(torch.bfloat16)
+    get_prompt = prompt_manager.get_prompt
+
+    def bf16_features(*args, **kwargs):          # kimia_infer's whisper runs in bf16
+        content = get_prompt(*args, **kwargs)
+        content.continuous_feature = [f.to(torch.bfloat16) for f in content.continuous_feature]
+        return content
+
+    monkeypatch.setattr(prompt_manager, "get_prompt", bf16_features)
+    adapter = KimiAudioAdapter(model, KimiaPromptBuilder(prompt_manager), LABELS, PROMPT)
+    full = adapter.full_forward_last(CLIPS[0])
+    assert float(full.float().abs().max()) > 8
+    assert self_check_tolerance(torch.float32, full.float()) == 1e-4
+    assert adapter.self_check(CLIPS[0]) <= self_check_tolerance(torch.bfloat16, full)
+
+    decode_last = adapter.decode_last
+    eps = torch.finfo(torch.bfloat16).eps
+
+    def one_step_off(embedded):  # every logit moved by about one bf16 step: what another kernel may do
+        logits = decode_last(embedded)
+        signs = torch.sign(torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)))
+        return (logits.float() * (1 + eps * signs)).to(logits.dtype)
+
+    monkeypatch.setattr(adapter, "decode_last", one_step_off)
+    diff = adapter.self_check(CLIPS[0])
+    assert diff > 5e-2                          # the old fixed bar would have refused a correct model
+    monkeypatch.setattr(adapter, "decode_last", decode_last)
+
+    embed = adapter.embed
+
+    def without_text_stream(batch):              # a wrong merge: the prompt's text stream left out
+        batch.inputs["text_input_ids"] = torch.zeros_like(batch.inputs["text_input_ids"])
+        return embed(batch)
+
+    monkeypatch.setattr(adapter, "embed", without_text_stream)
+    with pytest.raises(RuntimeError, match="differs from the model's own forward"):
+        adapter.self_check(CLIPS[0])

@@ -38,6 +38,7 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
     (lambda c: c["selection"].update(selectors=["lap", "magic"]), "magic"),
     (lambda c: c["studies"].append({"model": "organism", "identify": "synthetic", "evaluate": "iemocap"}), "iemocap"),
     (lambda c: c["models"]["organism"].update(trust_remote_code=True), "trust_remote_code"),
+    (lambda c: c["models"]["organism"].update(trust_remote_code=True, revision="main"), "not 'main'"),
     (lambda c: c["corpora"]["synthetic"].update(classes=["happy", "joyful"]), "joyful"),
     (lambda c: c.update(browser={"top_neuron": 5}), "top_neuron"),
     (lambda c: c["models"]["organism"].update(system_prompt="You are Qwen."), "system_prompt"),
@@ -114,6 +115,10 @@ def test_paper_config_plans_the_whole_study(tmp_path):
               "ravdess": fx.make_ravdess, "cremad": fx.make_cremad}
     for name, corpus in cfg["corpora"].items():
         corpus["path"] = str(makers[corpus["reader"]](tmp_path / "data" / name).root)
+    for model in cfg["models"].values():  # a placeholder the user fills in, like the corpus paths
+        if model.get("trust_remote_code"):
+            assert model["revision"] is None
+            model["revision"] = "0" * 40
     proc = snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)), "--directory", str(tmp_path / "work"),
                      "-s", str(ROOT / "Snakefile"), check=True)
     stats = proc.stdout.split("Job stats:")[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from esn.models.base import AudioLMAdapter
+from esn.models.base import AudioLMAdapter, require_pinned_revision
 
 #: adapter name -> "module:Class" (imported lazily: Kimi-Audio's needs its own environment)
 ADAPTERS: dict[str, str] = {
@@ -29,8 +29,8 @@ def load_adapter(spec: dict[str, Any], labels: list[str], device: str = "cpu") -
     `system_prompt` unset (None) means the family's default, exactly as `Adapter.load` without it, so
     the workflow and a direct load render the same prompt; `""` means no system turn.
     """
-    if spec.get("trust_remote_code") and not spec.get("revision"):
-        raise ValueError(f"model {spec['path']}: trust_remote_code needs a pinned revision")
+    if spec.get("trust_remote_code"):
+        require_pinned_revision(spec["path"], spec.get("revision"))
     system = {} if spec.get("system_prompt") is None else {"system_prompt": spec["system_prompt"] or None}
     return adapter_class(spec["adapter"]).load(
         spec["path"], labels=labels, prompt=spec["prompt"], revision=spec.get("revision"),

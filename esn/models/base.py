@@ -12,6 +12,7 @@ scoring over a KV cache of the prefix (`decode_labels`; see `LabelScorer`).
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,63 @@ from torch import nn
 #: Where a neuron's activation is read and modified: the output of `act_fn` (the study's default,
 #: as LAPE) or the input of `down_proj` (act_fn(gate)·up). Scaling either gives the same MLP output.
 SITES = ("act_fn", "down_proj_input")
+
+
+#: A git commit as the hub names revisions: 40 hex digits. Branches (`main`) and tags can be moved.
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+def require_pinned_revision(path: str, revision: str | None) -> str:
+    """The revision of a checkpoint whose remote code will run, refused unless it is a full commit hash:
+    a branch or tag can move after review, so the code that runs would not be the code that was read."""
+    if not isinstance(revision, str) or not COMMIT_HASH.fullmatch(revision):
+        raise ValueError(f"model {path}: trust_remote_code needs a pinned revision: set the models entry's `revision` "
+                         f"to the 40-hex commit hash of the checkpoint you reviewed, not {revision!r} (a branch or tag "
+                         f"can move; see config/paper.yaml for how to find the commit)")
+    return revision
+
+
+#: Submodules of the audio path the study reads, by attribute name, wherever they sit in the model
+#: (`audio_tower`, the multimodal projector; Kimi-Audio's whisper-feature adaptor).
+AUDIO_PARTS = ("audio_tower", "multi_modal_projector", "vq_adaptor")
+
+
+def study_weight_prefixes(model: nn.Module) -> dict[str, str]:
+    """Qualified-name prefix -> role of every part whose weights the study reads: the decoder (its
+    embeddings and MLP neurons), the output head, and the audio tower and projector."""
+    names = {id(m): n for n, m in model.named_modules()}
+    parts = {"decoder": model.get_decoder(), "lm_head": model.get_output_embeddings(),
+             "embeddings": model.get_input_embeddings()}
+    prefixes = {names[id(m)] + ".": role for role, m in parts.items() if m is not None and id(m) in names}
+    for name, _ in model.named_modules():
+        if name.rsplit(".", 1)[-1] in AUDIO_PARTS:
+            prefixes[name + "."] = name.rsplit(".", 1)[-1]
+    return prefixes
+
+
+def check_loaded_weights(model: nn.Module, loading_info: dict[str, Any], source: str) -> None:
+    """Refuse a load that left weights of the studied parts random or put checkpoint weights nowhere.
+
+    transformers reports missing weights (initialised at random) and unexpected ones (left unused) but
+    only prints them; a study on a model whose decoder or audio tower is random would run to the end
+    and mean nothing. Parts the study never runs (a vision tower, a speech-output talker) may differ.
+    """
+    prefixes = study_weight_prefixes(model)
+
+    def studied(keys: Any) -> list[str]:
+        keys = [k[0] if isinstance(k, tuple) else k for k in keys or []]
+        return sorted(k for k in keys if any(k.startswith(p) for p in prefixes))
+
+    problems = {kind: studied(loading_info.get(f"{kind}_keys")) for kind in ("missing", "unexpected", "mismatched")}
+    if any(problems.values()):
+        def listing(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        found = "; ".join(f"{len(keys)} {kind}: {listing(keys)}" for kind, keys in problems.items() if keys)
+        parts = ", ".join(sorted(set(prefixes.values())))
+        raise ValueError(f"checkpoint {source}: weights of the parts the study reads ({parts}) do not match "
+                         f"{type(model).__name__} ({found}). Loading it would run the study on randomly initialised "
+                         f"weights; check that the checkpoint's layout (weight-name prefixes) and the transformers "
+                         f"version are ones this adapter supports (README, 'Loading real checkpoints')")
 
 
 @dataclass

@@ -46,10 +46,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from esn.models.base import AudioLMAdapter, Batch, Embedded
+from esn.models.base import AudioLMAdapter, Batch, Embedded, check_loaded_weights, require_pinned_revision
 
 SAMPLING_RATE = 16_000
 ENV_FILE = "workflow/envs/kimi_audio.yaml"
+
+
+#: The self-check's rounding budget: rounding steps of the model dtype, at the magnitude of the largest logit.
+SELF_CHECK_STEPS = 4
+
+
+def self_check_tolerance(dtype: torch.dtype, logits: torch.Tensor) -> float:
+    """Largest |Δ log-softmax| allowed between two correct evaluations of one clip in `dtype`.
+
+    The split path and the model's own forward do the same arithmetic on differently shaped tensors, so
+    they may round differently. One rounding step of a logit of magnitude m is eps·m (bfloat16: eps = 2^-7,
+    so 0.0625 for a logit of 8 — a fixed 5e-2 bar refused correct bf16 runs), and a log-softmax moves by at
+    most twice the largest logit change: the bar is 2 · SELF_CHECK_STEPS · eps · max|logit|, and never below
+    1e-4 (float32, where it is 1e-4 for logits up to ~100). A wrong merge or wrong positions move the logits
+    by a fraction of their own scale, orders of magnitude above rounding.
+    """
+    eps = float(torch.finfo(dtype).eps)
+    return max(1e-4, 2 * SELF_CHECK_STEPS * eps * float(logits.detach().float().abs().max()))
 
 
 @dataclass
@@ -165,16 +183,16 @@ class KimiAudioAdapter(AudioLMAdapter):
         if not trust_remote_code:
             raise ValueError(f"Kimi-Audio ({path}) is remote code (MoonshotKimiaForCausalLM): set "
                              f"`trust_remote_code: true` and a pinned `revision` (a commit hash) in its models entry")
-        if not revision:
-            raise ValueError(f"Kimi-Audio ({path}) runs remote code: pin `revision` to a commit hash in its models "
-                             f"entry so the code that runs is the code that was reviewed")
+        require_pinned_revision(path, revision)
         if system_prompt:
             raise ValueError("Kimi-Audio's prompt format has no system turn; leave `system_prompt` unset")
         prompt_manager_cls = _import_prompt_manager()
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, trust_remote_code=True,
-                                                     dtype=getattr(torch, dtype)).to(device)
+        model, info = AutoModelForCausalLM.from_pretrained(path, revision=revision, trust_remote_code=True,
+                                                           dtype=getattr(torch, dtype), output_loading_info=True)
+        check_loaded_weights(model, info, path)
+        model = model.to(device)
         if os.path.isdir(path):
             local = path
         else:  # kimia_infer reads whisper-large-v3 and the tokenizer from the checkpoint folder
@@ -280,10 +298,10 @@ class KimiAudioAdapter(AudioLMAdapter):
             t = np.arange(SAMPLING_RATE, dtype=np.float32) / SAMPLING_RATE
             wobble = 1 + 0.5 * np.sin(2 * math.pi * 3 * t)
             waveform = (0.1 * np.sin(2 * math.pi * 220 * t) * wobble).astype(np.float32)
-        if atol is None:
-            atol = 1e-4 if next(self.model.parameters()).dtype == torch.float32 else 5e-2
         split = self.decode_last(self.embed(self.to_device(self.build_batch([waveform]))))
         full = self.full_forward_last(waveform)
+        if atol is None:
+            atol = self_check_tolerance(full.dtype, full)
         diff = float((torch.log_softmax(split.float(), -1) - torch.log_softmax(full.float(), -1)).abs().max())
         if not diff <= atol:
             raise RuntimeError(f"Kimi-Audio split forward (embed + decode_last) differs from the model's own forward "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, BatchFeature
 
-from esn.models.base import AudioLMAdapter
+from esn.models.base import AudioLMAdapter, check_loaded_weights
 
 SAMPLING_RATE = 16_000
 
@@ -28,6 +28,15 @@ class ProcessorAdapter(AudioLMAdapter):
         super().__init__(model, processor.tokenizer, labels, prompt, **kw)
         self.processor = processor
         self.system_prompt = system_prompt or None
+        # Uploads keep the processor's template in chat_template.json/.jinja or only in tokenizer_config.json;
+        # transformers 5 reads the latter into the tokenizer alone, so the processor would have none.
+        self.chat_template_source = "processor"
+        if not getattr(processor, "chat_template", None):
+            if not getattr(processor.tokenizer, "chat_template", None):
+                raise ValueError("the checkpoint has no chat template (chat_template.json, chat_template.jinja or "
+                                 "tokenizer_config.json)")
+            processor.chat_template = processor.tokenizer.chat_template
+            self.chat_template_source = "tokenizer"
         if getattr(processor, "audio_token", self.audio_token) != self.audio_token:
             raise ValueError(f"processor audio token {processor.audio_token!r} is not {self.audio_token!r}")
         model_audio_id = getattr(model.config, self.audio_token_attr, None)
@@ -40,14 +49,17 @@ class ProcessorAdapter(AudioLMAdapter):
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
              system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = "full_label",
              synonyms: dict[str, list[str]] | None = None) -> "ProcessorAdapter":
-        model = cls.model_class.from_pretrained(
-            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
+        model, info = cls.model_class.from_pretrained(
+            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True, output_loading_info=True)
+        check_loaded_weights(model, info, path)
+        model = model.to(device)
         processor = AutoProcessor.from_pretrained(path, revision=revision)
         return cls(model, processor, labels, prompt, site=site, source=path, revision=revision,
                    system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
 
     def provenance(self) -> dict[str, str]:
-        return {**super().provenance(), "system_prompt": self.system_prompt or ""}
+        return {**super().provenance(), "system_prompt": self.system_prompt or "",
+                "chat_template_source": self.chat_template_source}
 
     def conversation(self) -> list[dict[str, Any]]:
         """One user turn: the clip then the prompt (plus an optional system turn; the templates add

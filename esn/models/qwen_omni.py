@@ -27,7 +27,7 @@ import torch
 from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
 from transformers.utils import cached_file
 
-from esn.models.base import AudioLMAdapter, Batch
+from esn.models.base import AudioLMAdapter, Batch, check_loaded_weights
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ class QwenOmniAdapter(AudioLMAdapter):
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
              system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False, scoring: str = "full_label",
              synonyms: dict[str, list[str]] | None = None) -> "QwenOmniAdapter":
-        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True).to(device)
+        model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+            path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True, output_loading_info=True)
+        check_loaded_weights(model, info, path)
+        model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         extractor = WhisperFeatureExtractor.from_pretrained(path, revision=revision)
         template, source = checkpoint_chat_template(path, tokenizer, revision)

@@ -42,8 +42,9 @@ def _check_config():
                 raise ValueError(f"config studies[{i}].{key}: {study[key]!r} is not a key of {table} "
                                  f"(known: {sorted(config[table])})")
     for name, model in config["models"].items():
-        if model["trust_remote_code"] and not model["revision"]:
-            raise ValueError(f"config models.{name}: trust_remote_code needs a pinned revision")
+        if model["trust_remote_code"] and not re.fullmatch(r"[0-9a-f]{40}", model["revision"] or ""):
+            raise ValueError(f"config models.{name}.revision: trust_remote_code needs a pinned revision, the 40-hex "
+                             f"commit hash, not {model['revision']!r} (a branch or tag can move)")
         if model["organism_seed"] is not None and not model["organism"]:
             raise ValueError(f"config models.{name}.organism_seed: only an organism entry is trained with a seed")
         if model["organism"]:
