@@ -10,15 +10,15 @@ FIGURE_STUDY = "identify {id_corpus}, evaluate {eval_corpus}"
 rule figure_delta_recall:
     """Δrecall heatmaps (target × evaluated class) per selector at the main set size, beside the random control."""
     input:
-        lib=LIB["figures"],
-        tables=figure_selector_tables("delta_recall"),
+        lib=library("figure.py"),
+        tables=study_tables("delta_recall"),
     output:
         pdf=f"{FIGURE_DIR}/delta_recall.pdf",
         png=report(f"{FIGURE_DIR}/delta_recall.png", caption="../report/delta_recall.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "1 Δrecall heatmaps", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/delta_recall.log",
     conda:
@@ -30,16 +30,16 @@ rule figure_delta_recall:
 rule figure_specificity:
     """Specificity of deactivation per selector and target emotion, selected set vs random control."""
     input:
-        lib=LIB["figures"],
-        tables=figure_selector_tables("delta_recall"),
-        summaries=figure_selector_tables("summary"),
+        lib=library("figure.py"),
+        tables=study_tables("delta_recall"),
+        summaries=study_tables("summary"),
     output:
         pdf=f"{FIGURE_DIR}/specificity.pdf",
         png=report(f"{FIGURE_DIR}/specificity.png", caption="../report/specificity.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "2 specificity", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/specificity.log",
     conda:
@@ -51,16 +51,16 @@ rule figure_specificity:
 rule figure_strength:
     """Gain sweep: α vs share of predictions equal to the target, and vs accuracy."""
     input:
-        lib=LIB["figures"],
-        tables=figure_selector_tables("conditions"),
+        lib=library("figure.py"),
+        tables=study_tables("conditions"),
     output:
         pdf=f"{FIGURE_DIR}/strength.pdf",
         png=report(f"{FIGURE_DIR}/strength.png", caption="../report/strength.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "3 gain strength", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
-        alphas=config["intervention"]["alphas"],
+        fraction=PLAN.config["intervention"]["fraction"],
+        alphas=PLAN.config["intervention"]["alphas"],
     log:
         f"{FIGURE_LOG}/strength.log",
     conda:
@@ -72,16 +72,16 @@ rule figure_strength:
 rule figure_set_size:
     """Deactivation Δrecall(e,e) and specificity vs set size."""
     input:
-        lib=LIB["figures"],
-        tables=figure_selector_tables("delta_recall"),
+        lib=library("figure.py"),
+        tables=study_tables("delta_recall"),
     output:
         pdf=f"{FIGURE_DIR}/set_size.pdf",
         png=report(f"{FIGURE_DIR}/set_size.png", caption="../report/set_size.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "4 set size", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
-        fractions=config["intervention"]["fractions"],
+        fraction=PLAN.config["intervention"]["fraction"],
+        fractions=PLAN.config["intervention"]["fractions"],
     log:
         f"{FIGURE_LOG}/set_size.log",
     conda:
@@ -93,16 +93,16 @@ rule figure_set_size:
 rule figure_layers:
     """ESN counts per layer per emotion per selector, beside the layer-knockout accuracy."""
     input:
-        lib=LIB["figures"],
-        counts=neuron_table("counts_per_layer"),
-        knockout=figure_knockout_table,
+        lib=library("figure.py"),
+        counts=study_neuron_table("counts_per_layer"),
+        knockout=knockout_table,
     output:
         pdf=f"{FIGURE_DIR}/layers.pdf",
         png=report(f"{FIGURE_DIR}/layers.png", caption="../report/layers.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "5 layers", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/layers.log",
     conda:
@@ -114,16 +114,16 @@ rule figure_layers:
 rule figure_overlap:
     """Jaccard overlap of neuron sets between emotions and between selectors."""
     input:
-        lib=LIB["figures"],
-        emotions=neuron_table("overlap_emotions"),
-        selectors=neuron_table("overlap_selectors"),
+        lib=library("figure.py"),
+        emotions=study_neuron_table("overlap_emotions"),
+        selectors=study_neuron_table("overlap_selectors"),
     output:
         pdf=f"{FIGURE_DIR}/overlap.pdf",
         png=report(f"{FIGURE_DIR}/overlap.png", caption="../report/overlap.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "6 overlap", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/overlap.log",
     conda:
@@ -135,18 +135,18 @@ rule figure_overlap:
 rule figure_id_size:
     """Identification-size sweep: specificity vs utterances per emotion, and set stability."""
     input:
-        lib=LIB["figures"],
-        full=figure_selector_tables("delta_recall"),
-        stability=neuron_table("stability"),
+        lib=library("figure.py"),
+        full=study_tables("delta_recall"),
+        stability=study_neuron_table("stability"),
     output:
         pdf=f"{FIGURE_DIR}/id_size.pdf",
         png=report(f"{FIGURE_DIR}/id_size.png", caption="../report/id_size.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "7 identification size", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
-        id_sizes=config["selection"]["id_sizes"],
-        id_seeds=config["selection"]["id_seeds"],
+        fraction=PLAN.config["intervention"]["fraction"],
+        id_sizes=PLAN.config["selection"]["id_sizes"],
+        id_seeds=PLAN.config["selection"]["id_seeds"],
     log:
         f"{FIGURE_LOG}/id_size.log",
     conda:
@@ -158,15 +158,15 @@ rule figure_id_size:
 rule figure_injection:
     """Label-free injection (2-Pass, Mix, Union) beside the oracle: change of UAR vs α per selector."""
     input:
-        lib=LIB["figures"],
-        tables=figure_selector_tables("injection"),
+        lib=library("figure.py"),
+        tables=study_tables("injection"),
     output:
         pdf=f"{FIGURE_DIR}/injection.pdf",
         png=report(f"{FIGURE_DIR}/injection.png", caption="../report/injection.rst", category=FIGURE_CATEGORY,
                    subcategory=FIGURE_STUDY, labels={"figure": "10 label-free injection", "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/injection.log",
     conda:
@@ -178,9 +178,9 @@ rule figure_injection:
 rule figure_correct_only:
     """Identification from all clips vs from correctly recognised clips only."""
     input:
-        lib=LIB["figures"],
-        summaries=figure_selector_tables("summary"),
-        stability=neuron_table("stability"),
+        lib=library("figure.py"),
+        summaries=study_tables("summary"),
+        stability=study_neuron_table("stability"),
     output:
         pdf=f"{FIGURE_DIR}/correct_only.pdf",
         png=report(f"{FIGURE_DIR}/correct_only.png", caption="../report/correct_only.rst", category=FIGURE_CATEGORY,
@@ -188,7 +188,7 @@ rule figure_correct_only:
                                                      "study": FIGURE_STUDY}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         f"{FIGURE_LOG}/correct_only.log",
     conda:
@@ -200,16 +200,16 @@ rule figure_correct_only:
 rule figure_transfer:
     """Cross-corpus transfer matrix of mean specificity, all studies of a model."""
     input:
-        lib=LIB["figures"],
-        tables=figure_transfer_tables,
+        lib=library("figure.py"),
+        tables=transfer_tables,
     output:
         pdf="results/figures/{model}/transfer.pdf",
         png=report("results/figures/{model}/transfer.png", caption="../report/transfer.rst", category=FIGURE_CATEGORY,
                    subcategory="across studies", labels={"figure": "8 cross-corpus transfer", "study": "all studies"}),
     params:
         selectors=SELECTORS,
-        fraction=config["intervention"]["fraction"],
-        studies=lambda wildcards: figure_transfer_keys(wildcards.model),
+        fraction=PLAN.config["intervention"]["fraction"],
+        studies=transfer_keys,
     log:
         "logs/figures/{model}/transfer.log",
     conda:
@@ -221,7 +221,7 @@ rule figure_transfer:
 rule figure_confusion:
     """The model organism: held-out confusion matrix and layer-knockout accuracies from its training run."""
     input:
-        lib=LIB["figures"],
+        lib=library("figure.py"),
         metrics=organism_metrics,
     output:
         pdf="results/figures/{model}/confusion.pdf",
@@ -229,7 +229,7 @@ rule figure_confusion:
                    category=FIGURE_CATEGORY, subcategory="model organism",
                    labels={"figure": "9 organism confusion", "study": "held-out split"}),
     params:
-        organism=lambda wildcards: canonical(config["organism"]),
+        organism=lambda wildcards: canonical(PLAN.config["organism"]),
     log:
         "logs/figures/{model}/confusion.log",
     conda:
