@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from esn.invalidation import stage_library
+from esn.tables import ALL, CORRECT_ONLY, variant_name
 from esn.workflow import stable_hash
 
 #: Wildcards that name a corpus, a model: the per-job lazy imports (reader, adapter) come from their values.
@@ -148,8 +149,8 @@ class Plan:
         """Selection variants: the full identification set, the identification-size sweep subsamples, and the
         correct-only identification set (when `selection.compare_correct_only`)."""
         sel = self.config["selection"]
-        correct = ["correct"] if sel["compare_correct_only"] else []
-        return ["all"] + [f"n{n}s{s}" for n in sel["id_sizes"] for s in sel["id_seeds"]] + correct
+        correct = [CORRECT_ONLY] if sel["compare_correct_only"] else []
+        return [ALL] + [variant_name(n, s) for n in sel["id_sizes"] for s in sel["id_seeds"]] + correct
 
     def identification_pairs(self) -> list[tuple[str, str]]:
         return sorted({(s["model"], s["identify"]) for s in self.studies})

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ import xarray as xr
 import zarr
 
 from esn import store
+from esn.tables import CORRECT_ONLY, parse_variant  # noqa: F401  (CORRECT_ONLY: the success-filtered variant)
 
 #: Rank of a neuron that a selector does not assign to an emotion (≥ L·N, so no fraction selects it).
 INELIGIBLE = np.iinfo(np.int32).max
@@ -541,20 +541,6 @@ def select(store_path: PathLike | Sequence[PathLike], selector: str, *, position
     return xr.Dataset(data, coords=coords, attrs={**params, **{f"source_{k}": v for k, v in first.items()}})
 
 
-def parse_variant(variant: str) -> tuple[int | None, int | None]:
-    """'all' -> (None, None); 'n{N}s{S}' -> (N utterances per emotion, seed S)."""
-    if variant == "all":
-        return None, None
-    m = re.fullmatch(r"n(\d+)s(\d+)", variant)
-    if not m:
-        raise ValueError(f"selection variant {variant!r} is neither 'all' nor 'n<size>s<seed>'")
-    return int(m.group(1)), int(m.group(2))
-
-
-#: the variant identified from correctly recognised clips only (the study's success filter), beside 'all'
-CORRECT_ONLY = "correct"
-
-
 def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, variants: Sequence[str], *,
                     seed: int = 0, random_draws: int = 1, **kwargs: Any) -> xr.Dataset:
     """`select` for the full identification set ('all'), each identification-size subsample and the
@@ -563,7 +549,7 @@ def select_variants(store_path: PathLike | Sequence[PathLike], selector: str, va
     master seed) belong to the full set only: no variant dim."""
     parts, control = [], None
     for v in variants:
-        per_emotion, s = (None, None) if v == CORRECT_ONLY else parse_variant(v)
+        per_emotion, s = parse_variant(v) or (None, None)
         options = {**kwargs, "correct_only": True} if v == CORRECT_ONLY else kwargs
         ds = select(store_path, selector, per_emotion=per_emotion, seed=seed if s is None else s,
                     random_draws=random_draws if v == "all" else 0, **options)

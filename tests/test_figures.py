@@ -316,8 +316,9 @@ def test_read_tables_round_trip(tmp_path):
 
 def test_helpers():
     assert F.parse_variant("n30s1") == (30, 1)
-    assert F.parse_variant("mad.n100s0") == (100, 0)
-    assert F.parse_variant("all") is None
+    assert F.parse_variant("all") is None and F.parse_variant("correct") is None
+    with pytest.raises(ValueError, match="mad.n100s0"):  # one format, one parser (esn.tables)
+        F.parse_variant("mad.n100s0")
     assert len(set(F.EMOTION_COLORS.values())) == len(F.EMOTION_COLORS) == 12
     from esn.emotions import EMOTIONS
     assert set(F.EMOTION_COLORS) == set(EMOTIONS)

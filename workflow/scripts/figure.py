@@ -3,6 +3,7 @@
 import json
 
 from esn import figures as F
+from esn.tables import ALL, CORRECT_ONLY
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -43,7 +44,7 @@ elif kind == "overlap":
                    fraction=p.fraction, title=f"{wc.model} · identify {wc.id_corpus}")
 elif kind == "id_size":
     rows = all_selector_rows(inp.full)
-    sweep = rows[~rows["variant"].isin(["all", "correct"])].copy()
+    sweep = rows[~rows["variant"].isin([ALL, CORRECT_ONLY])].copy()
     sweep["n"], sweep["seed"] = zip(*[F.parse_variant(v) for v in sweep["variant"]]) if len(sweep) else ([], [])
     F.plot_id_size(sweep, rows[rows["variant"] == "all"], F.read_tables([inp.stability]), out,
                    fraction=p.fraction, selectors=p.selectors, title=study)
