@@ -2,9 +2,10 @@
 
 Snakemake re-runs a job when its script changes, not when a module that script imports changes. So every
 rule names, under `input: lib=`, the import closure of its script inside `esn/`: read from the source
-(`import` statements at any depth, with the parent packages Python runs on import), plus the package data a
-module reads (`esn/templates/<module>/`), plus the modules a registry imports lazily by config name (the
-model's adapter family, the corpus's reader). Nothing is listed by hand, so a module someone adds or imports
+(`import` statements at any depth, with the parent packages Python runs on import, and every module of a
+package whose `__init__` imports them all by `pkgutil.iter_modules`), plus the package data a module reads
+(`esn/templates/<module>/`), plus the modules a registry imports lazily by config name (the model's adapter
+family, the corpus's reader). Nothing is listed by hand, so a module someone adds or imports
 tomorrow invalidates exactly the stages that import it.
 """
 
@@ -46,6 +47,11 @@ def _module_name(file: str) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _discovers_modules(tree: ast.AST) -> bool:
+    """Whether a package's `__init__` imports its modules by listing them (`pkgutil.iter_modules`)."""
+    return any(isinstance(n, ast.Attribute) and n.attr == "iter_modules" for n in ast.walk(tree))
+
+
 @functools.lru_cache(maxsize=None)
 def _imports(root: Path, file: str, mtime_ns: int) -> tuple[str, ...]:
     """Files of `esn` that one source file imports directly (statements anywhere in it)."""
@@ -63,6 +69,9 @@ def _imports(root: Path, file: str, mtime_ns: int) -> tuple[str, ...]:
                 module = node.module or ""
             names.append(module)
             names += [f"{module}.{alias.name}" for alias in node.names]  # `from esn import store` imports a module
+    if file.endswith("__init__.py") and _discovers_modules(tree):  # a package that imports all its modules
+        names += [_module_name(p.relative_to(root).as_posix()) for p in sorted((root / file).parent.glob("*.py"))
+                  if p.name != "__init__.py"]
     found: list[str] = []
     for name in names:
         for candidate in [*_parents(name), name]:

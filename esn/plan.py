@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esn.figures.registry import FIGURES, study_kinds
 from esn.invalidation import stage_library
 from esn.tables import ALL, CORRECT_ONLY, variant_name
 from esn.workflow import stable_hash
 
 #: Wildcards that name a corpus, a model: the per-job lazy imports (reader, adapter) come from their values.
 CORPUS_WILDCARDS = ("corpus", "id_corpus", "eval_corpus")
-#: Figures of a main study, in report order; the sweep figures are inserted by `Plan.figure_kinds`.
-MAIN_FIGURES = ("delta_recall", "specificity", "layers", "overlap")
 
 
 def canonical(obj: Any) -> Any:
@@ -233,30 +232,21 @@ class Plan:
     # --- figures ----------------------------------------------------------------------------------------
 
     def figure_kinds(self, with_sweeps: bool = True) -> list[str]:
-        """The figures of a main study: those of main-size deactivation, and those of its sweeps if it runs them."""
-        kinds = list(MAIN_FIGURES)
-        if not with_sweeps:
-            return kinds
-        inter, sel = self.config["intervention"], self.config["selection"]
-        kinds.insert(2, "set_size")
-        if inter["alphas"]:
-            kinds.insert(2, "strength")
-        if sel["id_sizes"]:
-            kinds.append("id_size")
-        if sel["compare_correct_only"]:
-            kinds.append("correct_only")
-        if inter["injection"] and inter["alphas"]:
-            kinds.append("injection")
-        return kinds
+        """The figures of a main study (esn/figures/registry.py): those of main-size deactivation, and those of
+        its sweeps if it runs them, as far as the config asks for what they show."""
+        return study_kinds(self.config, with_sweeps)
 
     def figures(self) -> list[str]:
         models = sorted({s["model"] for s in self.studies})
+        per_model = [k for k, f in FIGURES.items() if f.scope == "model"]
+        per_organism = [k for k, f in FIGURES.items() if f.scope == "organism"]
         return ([f"results/figures/{m}/{i}/{e}/{kind}.{ext}" for m, i, e, sw in self.main_studies()
                  if self.has_figures(m) for kind in self.figure_kinds(sw) for ext in ("pdf", "png")]
-                + [f"results/figures/{m}/transfer.{ext}" for m in models if self.has_figures(m) for ext in ("pdf", "png")]
+                + [f"results/figures/{m}/{kind}.{ext}" for m in models if self.has_figures(m) for kind in per_model
+                   for ext in ("pdf", "png")]
                 + [f"results/tables/transfer/{m}.csv" for m in models]
-                + [f"results/figures/{m}/confusion.{ext}" for m in self.organism_models() if self.has_figures(m)
-                   for ext in ("pdf", "png")])
+                + [f"results/figures/{m}/{kind}.{ext}" for m in self.organism_models() if self.has_figures(m)
+                   for kind in per_organism for ext in ("pdf", "png")])
 
     # --- population -------------------------------------------------------------------------------------
 

@@ -44,7 +44,8 @@ def imported_files(root: Path, script: Path) -> set[str]:
 
 def expected_library(root: Path, script: str, wildcards: dict, config: dict) -> set[str]:
     """What a job of `script` must list: modulefinder's closure, the lazily imported adapter of its model and
-    readers of its corpora (where the closure holds those registries), and each module's templates."""
+    readers of its corpora (where the closure holds those registries), every module of a package that imports
+    all of its modules (`pkgutil.iter_modules`), and each module's templates."""
     files = imported_files(root, root / "workflow/scripts" / script)
     lazy = []
     if "esn/models/__init__.py" in files and "model" in wildcards:
@@ -55,6 +56,9 @@ def expected_library(root: Path, script: str, wildcards: dict, config: dict) -> 
     for module in lazy:
         file = module.replace(".", "/") + ".py"
         files |= {file} | imported_files(root, root / file)
+    for package in [f for f in files if f.endswith("__init__.py") and "iter_modules" in (root / f).read_text()]:
+        for module in (root / package).parent.glob("*.py"):  # a package that imports every module it has
+            files |= imported_files(root, module) | {module.relative_to(root).as_posix()}
     for file in list(files):
         templates = root / "esn/templates" / Path(file).stem
         if templates.is_dir():
@@ -62,14 +66,20 @@ def expected_library(root: Path, script: str, wildcards: dict, config: dict) -> 
     return files
 
 
-def rule_scripts(root: Path) -> dict[str, str]:
-    """rule name -> its script, read from workflow/rules/*.smk."""
+def rule_scripts(root: Path, rules: set[str]) -> dict[str, str]:
+    """rule name -> its script, read from workflow/rules/*.smk (rules generated in a loop are named by an
+    f-string: `name: f"figure_{...}"` covers every planned rule with that prefix)."""
     scripts = {}
     for smk in (root / "workflow/rules").glob("*.smk"):
-        for rule, body in re.findall(r"^\s*rule (\w+):(.*?)(?=^\s*rule |\Z)", smk.read_text(), flags=re.M | re.S):
+        for rule, body in re.findall(r"^\s*rule ?(\w*):(.*?)(?=^\s*rule |\Z)", smk.read_text(), flags=re.M | re.S):
             script = re.search(r'script:\s*"\.\./scripts/(\w+\.py)"', body)
-            if script:
+            if not script:
+                continue
+            if rule:
                 scripts[rule] = script.group(1)
+            else:
+                prefix = re.search(r'name:\s*f"(\w+)\{', body).group(1)
+                scripts.update({r: script.group(1) for r in rules if r.startswith(prefix)})
     return scripts
 
 
@@ -121,7 +131,7 @@ def _config(work: Path) -> dict:
 
 def test_every_job_lists_exactly_the_library_its_script_imports(scratch):
     work, jobs = scratch
-    scripts, config = rule_scripts(work), _config(work)
+    scripts, config = rule_scripts(work, {j["rule"] for j in jobs}), _config(work)
     assert {"capture", "intervene", "select", "metrics", "figure_delta_recall", "browser"} <= set(scripts)
     checked = 0
     for job in jobs:
@@ -156,7 +166,7 @@ def test_changing_a_module_reruns_exactly_its_importers_and_what_follows(scratch
     dry-run is done once per distinct such set (modules with the same importers are the same case for
     Snakemake), with one module of each set changed in content."""
     work, jobs = scratch
-    scripts, config = rule_scripts(work), _config(work)
+    scripts, config = rule_scripts(work, {j["rule"] for j in jobs}), _config(work)
     imports = [expected_library(work, scripts[j["rule"]], j["wildcards"], config) if j["rule"] in scripts else set()
                for j in jobs]
     cases: dict[frozenset, str] = {}

@@ -33,7 +33,7 @@ def test_the_default_plan():
                                    ("organism", "telephone", "telephone", False)]
     assert plan.figure_kinds(False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert plan.figure_kinds(True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
-                                       "id_size", "correct_only", "injection"]
+                                       "id_size", "injection", "correct_only"]
     targets = plan.targets()
     assert len(targets) == len(set(targets))
     assert len([t for t in targets if t.startswith("results/figures/organism/synthetic/synthetic/")]) == 18

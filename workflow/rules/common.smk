@@ -10,7 +10,7 @@ validate(config, "../schemas/config.schema.yaml")
 # Everything a run will do follows from PLAN; `config` itself stays as given (and validated).
 PLAN = resolve(config, workflow.basedir)
 SELECTORS = PLAN.selectors
-POPULATION = PLAN.population
+POPULATION = list(PLAN.population)
 
 # Jobs import the repository's own `esn` (also inside per-rule conda envs and on SLURM nodes).
 put_on_pythonpath(workflow.basedir)
@@ -99,3 +99,21 @@ def organism_metrics(wildcards):
 def browser_tables(kind):
     """Input function: the metric tables of the sets identified on the corpus in the wildcards, all studies."""
     return lambda wc: PLAN.browser_tables(wc.model, wc.corpus, kind)
+
+
+def figure_input(source):
+    """The input of a figure's declared source (esn/figures/registry.py)."""
+    what, _, name = source.partition(":")
+    return {"study": lambda: study_tables(name), "neurons": lambda: study_neuron_table(name),
+            "knockout": lambda: knockout_table, "transfer": lambda: transfer_tables,
+            "organism_metrics": lambda: organism_metrics,
+            "population": lambda: f"{PLAN.population_dir}/{name}.csv"}[what]()
+
+
+def figure_report(spec, path, subcategory, study):
+    """A figure's PNG in the report: under its model (or the population), with its caption and label."""
+    caption = f"../report/{spec.kind}.rst"
+    if spec.scope == "population":
+        return report(path, caption=caption, category="population", labels={"figure": spec.label})
+    return report(path, caption=caption, category="{model}", subcategory=subcategory,
+                  labels={"figure": spec.label, "study": study})

@@ -28,26 +28,3 @@ if POPULATION:
             "../envs/esn.yaml"
         script:
             "../scripts/population.py"
-
-    rule figure_population:
-        """One point per organism beside the population mean: specificity, self vs others drop, layer knockout."""
-        input:
-            lib=library("figure.py"),
-            organisms=rules.population_table.output.organisms,
-            knockout=rules.population_table.output.knockout,
-            heldout=rules.population_table.output.heldout,
-            summary=rules.population_table.output.summary,
-        output:
-            pdf=f"{PLAN.population_figure}.pdf",
-            png=report(f"{PLAN.population_figure}.png", caption="../report/population.rst", category="population",
-                       labels={"figure": "population of organisms"}),
-        params:
-            selectors=SELECTORS,
-            fraction=PLAN.config["intervention"]["fraction"],
-            organisms=POPULATION,
-        log:
-            f"logs/figures/population/{PLAN.config['population']['model']}.log",
-        conda:
-            "../envs/esn.yaml"
-        script:
-            "../scripts/figure.py"
