@@ -92,3 +92,12 @@ def test_library_inputs_follow_the_job(tmp_path):
     metrics = plan.library("metrics.py", {"path": "organism/synthetic/mad/synthetic"})
     assert {str(p.relative_to(ROOT)) for p in map(Path, metrics)} == {
         "esn/__init__.py", "esn/metrics.py", "esn/tables.py", "esn/workflow.py"}
+
+
+def test_the_scoring_default_is_written_once():
+    """The config schema documents the library's default scoring; a config without one gets exactly it."""
+    from esn.models.base import DEFAULT_SCORING
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["models"]["additionalProperties"]["properties"]["scoring"]["default"] == DEFAULT_SCORING
+    assert resolve(validated()).models["organism"]["scoring"] == DEFAULT_SCORING
