@@ -51,8 +51,8 @@ def expected_library(root: Path, script: str, wildcards: dict, config: dict) -> 
     if "esn/models/__init__.py" in files and "model" in wildcards:
         lazy.append(ADAPTERS[config["models"][wildcards["model"]]["adapter"]].split(":")[0])
     if "esn/corpora/__init__.py" in files:
-        lazy += [f"esn.corpora.{config['corpora'][wildcards[w]]['reader']}" for w in ("corpus", "id_corpus", "eval_corpus")
-                 if w in wildcards]
+        lazy += [f"esn.corpora.{config['corpora'][wildcards[w]]['reader']}"
+                 for w in ("corpus", "id_corpus", "eval_corpus") if w in wildcards]
     for module in lazy:
         file = module.replace(".", "/") + ".py"
         files |= {file} | imported_files(root, root / file)

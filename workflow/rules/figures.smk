@@ -6,10 +6,11 @@ from esn.figures import FIGURES
 FIGURE_STUDY = "identify {id_corpus}, evaluate {eval_corpus}"
 #: scope -> (output path without suffix, log, report subcategory, the report's "study" label)
 FIGURE_PLACES = {
-    "study": ("results/figures/{model}/{id_corpus}/{eval_corpus}/{kind}", "logs/figures/{model}/{id_corpus}/{eval_corpus}/{kind}.log",
-              FIGURE_STUDY, FIGURE_STUDY),
+    "study": ("results/figures/{model}/{id_corpus}/{eval_corpus}/{kind}",
+              "logs/figures/{model}/{id_corpus}/{eval_corpus}/{kind}.log", FIGURE_STUDY, FIGURE_STUDY),
     "model": ("results/figures/{model}/{kind}", "logs/figures/{model}/{kind}.log", "across studies", "all studies"),
-    "organism": ("results/figures/{model}/{kind}", "logs/figures/{model}/{kind}.log", "model organism", "held-out split"),
+    "organism": ("results/figures/{model}/{kind}", "logs/figures/{model}/{kind}.log", "model organism",
+                 "held-out split"),
     "population": (PLAN.population_figure, "logs/figures/population/{population}.log", None, None),
 }
 #: the config values a kind may ask for (`params` of its declaration), by name

@@ -8,7 +8,8 @@ if POPULATION:
             lib=library("population.py"),
             deltas=PLAN.population_tables("delta_recall"),
             summaries=PLAN.population_tables("summary"),
-            knockouts=[f"results/tables/knockout/{k['organism']}/{k['evaluate']}.csv" for k in PLAN.population_knockout_keys()],
+            knockouts=[f"results/tables/knockout/{k['organism']}/{k['evaluate']}.csv"
+                       for k in PLAN.population_knockout_keys()],
             metrics=[f"{PLAN.config['models'][m]['path']}/metrics.json" for m in POPULATION],
         output:
             organisms=f"{PLAN.population_dir}/organisms.csv",
