@@ -25,5 +25,5 @@ include: "workflow/rules/population.smk"
 
 rule all:
     input:
-        all_targets(),
+        PLAN.targets(),
     default_target: True

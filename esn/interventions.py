@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
 from esn.models.base import AudioLMAdapter, Embedded
+from esn.tables import CONDITION_KEYS
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -83,9 +84,8 @@ class Condition:
                 "inject": 1.0 + self.alpha}[self.mode]
 
     def describe(self) -> dict[str, object]:
-        return {"mode": self.mode, "target": self.target, "control": self.control, "alpha": self.alpha,
-                "fraction": self.fraction, "layer": self.layer, "variant": self.variant,
-                "draw": self.draw}
+        """The condition's keys (`esn.tables.CONDITION_KEYS`), in the order of the fields above."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in CONDITION_KEYS}
 
 
 def _by_layer(mask: np.ndarray) -> dict[int, np.ndarray]:

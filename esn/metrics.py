@@ -24,9 +24,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from esn.tables import CONDITION_KEYS, INJECTION_KEYS, TWIN_KEYS
+
 log = logging.getLogger(__name__)
 
-CONDITION_KEYS = ["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw"]
 UNITS = ("speaker", "utterance")
 #: Fewer speakers than this give coarse speaker-level intervals (few distinct resamples): said in the log.
 FEW_SPEAKERS = 10
@@ -46,8 +47,8 @@ def _pivot(table: pd.DataFrame, labels: list[str]
     if "draw" not in table:  # tables written before random controls had draws
         table = table.assign(draw=-1)
     index = {l: i for i, l in enumerate(labels)}
-    conds = table[CONDITION_KEYS].drop_duplicates().reset_index(drop=True)
-    key = table[CONDITION_KEYS].astype(str).agg("|".join, axis=1)
+    conds = table[list(CONDITION_KEYS)].drop_duplicates().reset_index(drop=True)
+    key = table[list(CONDITION_KEYS)].astype(str).agg("|".join, axis=1)
     conds_key = conds.astype(str).agg("|".join, axis=1).tolist()
     wide = pd.DataFrame({"u": table["utterance_id"], "k": key, "p": table["predicted"].map(index)}
                         ).pivot(index="u", columns="k", values="p")[conds_key]
@@ -131,7 +132,7 @@ def _draws_of(conds: pd.DataFrame) -> dict[tuple, list[int]]:
     out: dict[tuple, list[int]] = {}
     rand = conds[conds["control"] == "random"].sort_values("draw", kind="stable")
     for k, row in rand.iterrows():
-        out.setdefault(tuple(row[["mode", "variant", "target", "fraction", "alpha"]]), []).append(int(k))
+        out.setdefault(tuple(row[list(TWIN_KEYS)]), []).append(int(k))
     return out
 
 
@@ -196,7 +197,7 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
         others = [c for c in range(C) if c != e]
         per_class = {labels[c]: delta[:, k, c] for c in range(C)}
         per_class["specificity"] = delta[:, k, e] - delta[:, k, others].mean(-1)
-        twins = draws.get(tuple(conds.loc[k, ["mode", "variant", "target", "fraction", "alpha"]]), [])
+        twins = draws.get(tuple(conds.loc[k, list(TWIN_KEYS)]), [])
         for c, x in per_class.items():
             est, lo, hi = ci(x)
             row = {**conds.iloc[k].to_dict(), "class": c, "delta_recall": est, "lo": lo, "hi": hi}
@@ -249,7 +250,7 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         if e < 0:
             continue
         others = [c for c in range(C) if c != e]
-        key = tuple(conds.loc[k, ["mode", "variant", "control", "fraction", "alpha", "draw"]])
+        key = tuple(conds.loc[k, list(INJECTION_KEYS)])
         per.setdefault(key, {})[int(e)] = (delta[:, k, e], delta[:, k, others].mean(-1))
 
     def statistics(by_target: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -271,8 +272,8 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
             rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
                          "draw": draw, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
                          "targets": len(by_target), **null.get(name, {})})
-    return pd.DataFrame(rows).reindex(columns=["mode", "variant", "control", "fraction", "alpha", "draw", "statistic",
-                                               "estimate", "lo", "hi", "targets", *NULL_COLUMNS])
+    return pd.DataFrame(rows).reindex(columns=[*INJECTION_KEYS, "statistic", "estimate", "lo", "hi", "targets",
+                                               *NULL_COLUMNS])
 
 
 TRANSFER_COLUMNS = ["identify", "evaluate", "selector", "control", "draw", "target", "class", "delta_recall", "lo",

@@ -10,9 +10,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
+
+#: A git commit as the hub names revisions: 40 hex digits. Branches (`main`) and tags can be moved, so remote
+#: code is only run at one (checked when the plan is resolved and again at load).
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 class _Tee:

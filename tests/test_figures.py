@@ -316,8 +316,9 @@ def test_read_tables_round_trip(tmp_path):
 
 def test_helpers():
     assert F.parse_variant("n30s1") == (30, 1)
-    assert F.parse_variant("mad.n100s0") == (100, 0)
-    assert F.parse_variant("all") is None
+    assert F.parse_variant("all") is None and F.parse_variant("correct") is None
+    with pytest.raises(ValueError, match="mad.n100s0"):  # one format, one parser (esn.tables)
+        F.parse_variant("mad.n100s0")
     assert len(set(F.EMOTION_COLORS.values())) == len(F.EMOTION_COLORS) == 12
     from esn.emotions import EMOTIONS
     assert set(F.EMOTION_COLORS) == set(EMOTIONS)
@@ -331,23 +332,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def figure_rules() -> dict[str, str]:
-    """rule kind -> caption file name, parsed from workflow/rules/figures.smk."""
-    import re
+    """figure kind -> its caption's name, from the registry the figure rules are generated from."""
+    from esn.figures import FIGURES
 
-    text = (ROOT / "workflow/rules/figures.smk").read_text()
-    rules = re.findall(r"^rule figure_(\w+):", text, flags=re.M)
-    captions = dict(zip(rules, re.findall(r'caption="\.\./report/(\w+)\.rst"', text)))
-    assert len(captions) == len(rules) == 11, (rules, captions)
-    return captions
+    assert len(FIGURES) == 12, list(FIGURES)
+    return {kind: kind for kind in FIGURES}
 
 
-def test_every_rule_has_plot_function_and_caption():
-    script = (ROOT / "workflow/scripts/figure.py").read_text()
-    for kind, caption in figure_rules().items():
-        assert caption == kind
-        assert callable(getattr(F, f"plot_{kind}")), kind
-        assert f'kind == "{kind}"' in script, kind
+def test_every_kind_has_a_drawing_a_caption_and_a_rule():
+    from esn.figures import FIGURES
+
+    rules = (ROOT / "workflow/rules/figures.smk").read_text()
+    assert "for spec in FIGURES.values():" in rules and "rule figure_" not in rules  # generated, not written out
+    for kind, spec in FIGURES.items():
+        assert callable(spec.draw) and callable(getattr(F, f"plot_{kind}")), kind
         assert (ROOT / "workflow/report" / f"{kind}.rst").is_file(), kind
+        assert spec.scope in ("study", "model", "organism", "population") and spec.inputs, kind
+        assert all(source.split(":")[0] in ("study", "neurons", "knockout", "transfer", "organism_metrics",
+                                            "population") for source in spec.inputs.values()), kind
+
+
+def test_which_figures_a_study_gets_follows_the_config():
+    from esn.figures import study_kinds
+
+    config = {"intervention": {"alphas": [2.0], "injection": True},
+              "selection": {"id_sizes": [10], "compare_correct_only": True}}
+    assert study_kinds(config, False) == ["delta_recall", "specificity", "layers", "overlap"]
+    assert study_kinds(config, True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
+                                         "id_size", "injection", "correct_only"]
+    config = {"intervention": {"alphas": [], "injection": True},
+              "selection": {"id_sizes": [], "compare_correct_only": False}}
+    assert study_kinds(config, True) == ["delta_recall", "specificity", "set_size", "layers", "overlap"]
 
 
 def test_captions_render():
@@ -357,6 +372,7 @@ def test_captions_render():
     from docutils.core import publish_parts
 
     config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"}, "intervention": {"random_draws": 5},
+              "population": {"model": "organism", "seeds": [0, 1, 2]},
               "organism": {"corpora": ["synthetic", "other"]},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}

@@ -1,6 +1,7 @@
 """The workflow as a user drives it: config validation before any job, dry-runs, incremental re-runs."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,36 @@ def test_paper_config_plans_the_whole_study(tmp_path):
 def test_snakemake_lint_is_clean():
     proc = snakemake("--lint", check=True)
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+NEW_FIGURE = '''
+from esn.figures.registry import FigureJob, register
+from esn.figures.style import save
+
+
+def plot_extra_view(delta, out, *, fraction, selectors=None, title=None):
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot(delta["delta_recall"])
+    save(fig, out)
+
+
+@register("extra_view", "12 extra view", "A figure added by the README's recipe.", {"tables": "study:delta_recall"},
+          sweeps=True)
+def _draw_extra_view(job: FigureJob) -> None:
+    plot_extra_view(job.per_selector(job.input.tables), job.out, fraction=job.params.fraction, title=job.title)
+'''
+
+
+def test_a_new_figure_is_one_module_and_one_caption(tmp_path):
+    """The README's recipe: a module of esn/figures/ that declares the kind, and its caption; the rule, its
+    targets and its invalidation follow."""
+    for name in ("Snakefile", "workflow", "config", "esn"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    (tmp_path / "esn/figures/extra_view.py").write_text(NEW_FIGURE)
+    (tmp_path / "workflow/report/extra_view.rst").write_text("An extra view of {{ snakemake.wildcards.model }}.\n")
+    proc = snakemake("-n", "--cores", "1", cwd=tmp_path, check=True)
+    assert _job_counts(proc.stdout)["figure_extra_view"] == 1  # the one main study that runs the sweeps
+    assert "results/figures/organism/synthetic/synthetic/extra_view.png" in proc.stdout
+    rule = proc.stdout.split("rule figure_extra_view:")[1].split("\n\n")[0]
+    assert str(tmp_path / "esn/figures/extra_view.py") in rule  # the new module invalidates the figure jobs

@@ -8,7 +8,8 @@ The package: `style` holds the shared style and the helpers several figures use;
 one family of figures (`deactivation`: Δrecall heatmaps, specificity, set size, gain strength; `layers`;
 `overlap`; `identification`: identification size and correct-only identification; `transfer`;
 `injection`; `organism`: the model organism's confusion matrix; `population`: a population of organisms). Everything callers use is re-exported
-here: `from esn import figures as F; F.plot_delta_recall(...)`.
+here: `from esn import figures as F; F.plot_delta_recall(...)`. Each module also declares the workflow's figure
+kinds it draws (`registry`: inputs, caption, when it applies), from which the figure rules are generated.
 
 Conventions shared by all figures:
 
@@ -38,6 +39,16 @@ from esn.figures.overlap import plot_overlap
 from esn.figures.population import plot_population
 from esn.figures.transfer import plot_transfer
 
+# Every module of the package is imported, so a figure kind declared in a new module (with
+# `esn.figures.registry.register`) is found without being listed here.
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+for _module in _pkgutil.iter_modules(__path__):
+    _importlib.import_module(f"{__name__}.{_module.name}")
+
+from esn.figures.registry import FIGURES, FigureJob, FigureKind, study_kinds  # noqa: E402
+
 # Re-exported beyond __all__: the rest of the style (esn.browser imports DIVERGING and selector_label), the
 # injection strategies' colours, and the private helpers the tests call. These are copies: to change the
 # resolution `save` uses, set esn.figures.style.DPI, not esn.figures.DPI.
@@ -51,5 +62,5 @@ __all__ = [
     "read_tables", "parse_variant", "save",
     "plot_delta_recall", "plot_specificity", "plot_strength", "plot_set_size", "plot_layers",
     "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion", "plot_injection", "plot_correct_only",
-    "plot_population",
+    "plot_population", "FIGURES", "FigureJob", "FigureKind", "study_kinds",
 ]

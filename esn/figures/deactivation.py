@@ -19,6 +19,7 @@ from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (DIVERGING, PathLike, _band, _ci_text, _close, _emotion_order, _emotion_title, _fmt_num,
                                _heatmap, _legend, _limit, _log_x, _no_data, _norm, _pct, _selectors, _signed,
                                _suptitle, _themed, _tint_emotion_ticks, save, selector_color, selector_label)
@@ -264,3 +265,39 @@ def plot_set_size(delta: pd.DataFrame, out: Sequence[PathLike], *, selectors: Se
     _suptitle(fig, title, f"Deactivation vs set size (negative = recall lost; bands: {_ci_text(d)}; "
                           "mean's band = mean of bounds)")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("delta_recall", "1 Δrecall heatmaps", "Δrecall heatmaps (target × evaluated class) per selector at the main "
+          "set size, beside the random control.", {"tables": "study:delta_recall"})
+def _draw_delta_recall(job: FigureJob) -> None:
+    p = job.params
+    plot_delta_recall(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
+                      title=job.title)
+
+
+@register("specificity", "2 specificity", "Specificity of deactivation per selector and target emotion, selected set "
+          "vs random control.", {"tables": "study:delta_recall", "summaries": "study:summary"})
+def _draw_specificity(job: FigureJob) -> None:
+    p = job.params
+    plot_specificity(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
+                     title=job.title, summary=job.per_selector(job.input.summaries))
+
+
+@register("strength", "3 gain strength", "Gain sweep: α vs share of predictions equal to the target, and vs accuracy.",
+          {"tables": "study:conditions"}, params=("selectors", "fraction", "alphas"), sweeps=True,
+          applies=lambda config: bool(config["intervention"]["alphas"]))
+def _draw_strength(job: FigureJob) -> None:
+    p = job.params
+    plot_strength(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
+                  title=job.title)
+
+
+@register("set_size", "4 set size", "Deactivation Δrecall(e,e) and specificity vs set size.",
+          {"tables": "study:delta_recall"}, params=("selectors", "fraction", "fractions"), sweeps=True)
+def _draw_set_size(job: FigureJob) -> None:
+    p = job.params
+    plot_set_size(job.per_selector(job.input.tables), job.out, selectors=p.selectors, main_fraction=p.fraction,
+                  title=job.title)

@@ -17,8 +17,11 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _band, _close, _emotion_order, _emotion_title, _legend, _log_x, _norm, _pct,
                                _selectors, _suptitle, _themed, parse_variant, save, selector_color, selector_label)
+from esn.figures.style import read_tables
+from esn.tables import ALL, CORRECT_ONLY
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,3 +164,28 @@ def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out
                   Line2D([], [], color="black", label="95% bootstrap CI;  J: Jaccard of the two sets")])
     _suptitle(fig, title, f"Correct-only identification: deactivating {_pct(fraction)} of neurons")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("id_size", "7 identification size", "Identification-size sweep: specificity vs utterances per emotion, and "
+          "set stability.", {"full": "study:delta_recall", "stability": "neurons:stability"},
+          params=("selectors", "fraction", "id_sizes", "id_seeds"), sweeps=True,
+          applies=lambda config: bool(config["selection"]["id_sizes"]))
+def _draw_id_size(job: FigureJob) -> None:
+    p = job.params
+    rows = job.all_selector_rows(job.input.full)
+    sweep = rows[~rows["variant"].isin([ALL, CORRECT_ONLY])].copy()
+    sweep["n"], sweep["seed"] = zip(*[parse_variant(v) for v in sweep["variant"]]) if len(sweep) else ([], [])
+    plot_id_size(sweep, rows[rows["variant"] == ALL], read_tables([job.input.stability]), job.out,
+                 fraction=p.fraction, selectors=p.selectors, title=job.title)
+
+
+@register("correct_only", "11 correct-only identification", "Identification from all clips vs from correctly "
+          "recognised clips only.", {"summaries": "study:summary", "stability": "neurons:stability"}, sweeps=True,
+          applies=lambda config: bool(config["selection"]["compare_correct_only"]))
+def _draw_correct_only(job: FigureJob) -> None:
+    p = job.params
+    plot_correct_only(job.all_selector_rows(job.input.summaries), read_tables([job.input.stability]), job.out,
+                      fraction=p.fraction, selectors=p.selectors, title=job.title)

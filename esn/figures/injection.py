@@ -14,8 +14,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _band, _close, _fmt_num, _legend, _log_x, _no_data, _norm, _pct, _selectors,
                                _suptitle, _themed, save, selector_color, selector_label)
+from esn.figures.style import read_tables
 
 
 #: one colour per injection strategy (Paul Tol's bright scheme, apart from the emotion colours' use)
@@ -66,3 +68,15 @@ def plot_injection(injection: pd.DataFrame, out: Sequence[PathLike], *, fraction
     _suptitle(fig, title, f"Label-free injection with {_pct(fraction)} of neurons per emotion{unmodified} "
                           "(bands: paired 95% bootstrap CI)")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("injection", "10 label-free injection", "Label-free injection (2-Pass, Mix, Union) beside the oracle: change "
+          "of UAR vs α per selector.", {"tables": "study:injection"}, sweeps=True,
+          applies=lambda config: bool(config["intervention"]["injection"] and config["intervention"]["alphas"]))
+def _draw_injection(job: FigureJob) -> None:
+    p = job.params
+    plot_injection(read_tables(job.input.tables, [{"selector": s} for s in p.selectors]), job.out,
+                   fraction=p.fraction, selectors=p.selectors, title=job.title)

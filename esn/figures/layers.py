@@ -14,8 +14,10 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _emotion_order, _legend, _norm, _pct, _selectors, _suptitle, _themed,
                                emotion_color, save, selector_color, selector_label)
+from esn.figures.style import read_tables
 
 
 def _knockout_chance(knockout: pd.DataFrame) -> float | None:
@@ -99,3 +101,15 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
     size = f" (sets of {_pct(fraction)} of neurons per emotion)" if fraction is not None else ""
     _suptitle(fig, title, f"Where emotion-sensitive neurons sit{size}, beside which layers the decision needs")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("layers", "5 layers", "ESN counts per layer per emotion per selector, beside the layer-knockout accuracy.",
+          {"counts": "neurons:counts_per_layer", "knockout": "knockout"})
+def _draw_layers(job: FigureJob) -> None:
+    p = job.params
+    knockout = read_tables(job.input.knockout) if len(job.input.knockout) else None
+    plot_layers(read_tables([job.input.counts]), knockout, job.out, selectors=p.selectors, fraction=p.fraction,
+                title=job.title)

@@ -6,6 +6,7 @@ JSON rather than any table of the ESN studies, so it and its two panel helpers (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import PathLike, _emotion_order, _heatmap, _suptitle, _themed, _tint_emotion_ticks, save
 
 
@@ -86,3 +88,13 @@ def _knockout_panel(ax2: plt.Axes, knock: dict[str, float], unmodified: float | 
     ax2.grid(axis="x", visible=False)
     if handles:
         ax2.legend(handles=handles, loc="upper right", frameon=True, framealpha=0.9)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("confusion", "9 organism confusion", "The model organism: held-out confusion matrix and layer-knockout "
+          "accuracies from its training run.", {"metrics": "organism_metrics"}, scope="organism", params=("organism",))
+def _draw_confusion(job: FigureJob) -> None:
+    with open(job.input.metrics) as f:
+        plot_confusion(json.load(f), job.out, title=job.title)

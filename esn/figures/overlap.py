@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (SEQUENTIAL, PathLike, _emotion_order, _emotion_title, _heatmap, _no_data, _norm, _pct,
                                _selectors, _suptitle, _themed, _tint_emotion_ticks, save, selector_color,
                                selector_label, selector_short)
+from esn.figures.style import read_tables
 
 
 def _square(table: pd.DataFrame, a: str, b: str, order: list[str]) -> pd.DataFrame:
@@ -89,3 +91,14 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
     size = f" (sets of {_pct(fraction)} of neurons)" if fraction is not None else ""
     _suptitle(fig, title, f"Overlap of emotion-sensitive neuron sets{size}")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("overlap", "6 overlap", "Jaccard overlap of neuron sets between emotions and between selectors.",
+          {"emotions": "neurons:overlap_emotions", "selectors": "neurons:overlap_selectors"})
+def _draw_overlap(job: FigureJob) -> None:
+    p, wc = job.params, job.wildcards
+    plot_overlap(read_tables([job.input.emotions]), read_tables([job.input.selectors]), job.out,
+                 selectors=p.selectors, fraction=p.fraction, title=f"{wc['model']} · identify {wc['id_corpus']}")

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _legend, _selectors, _suptitle, _themed, save, selector_color,
                                selector_label, selector_short)
+from esn.figures.style import read_tables
 
 
 def _organism_offsets(n: int, width: float = 0.5) -> np.ndarray:
@@ -142,3 +144,16 @@ def plot_population(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd
                           "resampled) shows the set specific, more specific than its random control (< random), or a "
                           "UAR drop when the layer is knocked out")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("population", "population of organisms", "One point per organism beside the population mean: specificity, "
+          "self vs others drop, layer knockout.", {name: f"population:{name}" for name in
+                                                   ("organisms", "knockout", "heldout", "summary")},
+          scope="population", params=("selectors", "fraction", "organisms"))
+def _draw_population(job: FigureJob) -> None:
+    p, i = job.params, job.input
+    plot_population(*(read_tables([t]) for t in (i.organisms, i.knockout, i.heldout, i.summary)), job.out,
+                    fraction=p.fraction, selectors=p.selectors, title=f"population of {len(p.organisms)} organisms")

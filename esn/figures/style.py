@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
 from esn.emotions import EMOTIONS  # noqa: E402
+from esn.tables import CONDITION_KEYS, parse_variant  # noqa: E402, F401  (parse_variant: re-exported)
 
 PathLike = str | Path
 
@@ -105,12 +105,6 @@ def read_tables(paths: Sequence[PathLike], keys: Sequence[Mapping[str, Any]] | N
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def parse_variant(variant: str) -> tuple[int, int] | None:
-    """`n30s1` (or `mad.n30s1`) -> (30, 1): identification utterances per emotion and seed; None for `all`."""
-    m = re.search(r"(?:^|\.)n(\d+)s(-?\d+)$", str(variant))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 #: Resolution of PNG outputs (dots per inch).
 DPI = 200
 
@@ -164,8 +158,8 @@ def _selectors(data: pd.DataFrame, selectors: Sequence[str] | None) -> list[str]
 
 
 #: Columns that identify a row of a metrics table (everything else numeric is a value).
-_KEY_COLUMNS = ("mode", "variant", "control", "target", "fraction", "alpha", "layer", "class", "statistic",
-                "selector", "identify", "evaluate", "n", "seed", "bootstrap_unit")
+_KEY_COLUMNS = (*(k for k in CONDITION_KEYS if k != "draw"), "class", "statistic", "selector", "identify", "evaluate",
+                "n", "seed", "bootstrap_unit")
 
 
 def _norm(table: pd.DataFrame) -> pd.DataFrame:

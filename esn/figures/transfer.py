@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 
+from esn.figures.registry import FigureJob, register
 from esn.figures.style import (DIVERGING, PathLike, _close, _heatmap, _limit, _norm, _pct, _selectors, _signed,
                                _suptitle, _themed, save, selector_color, selector_label)
+from esn.figures.style import read_tables
 
 
 @_themed
@@ -65,3 +67,15 @@ def plot_transfer(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: flo
     _suptitle(fig, title, f"Cross-corpus transfer: deactivating {_pct(fraction)} of neurons, mean specificity over "
                           "target emotions")
     save(fig, out)
+
+
+# --- the workflow's figure kinds (esn/figures/registry.py) ---------------------------------------------
+
+
+@register("transfer", "8 cross-corpus transfer", "Cross-corpus transfer matrix of mean specificity, all studies of a "
+          "model.", {"tables": "transfer"}, scope="model", params=("selectors", "fraction", "studies"))
+def _draw_transfer(job: FigureJob) -> None:
+    p = job.params
+    keys = [dict(identify=i, evaluate=e, selector=s) for i, e, s in p.studies]
+    plot_transfer(read_tables(job.input.tables, keys), job.out, fraction=p.fraction, selectors=p.selectors,
+                  title=job.title)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from esn.models.base import AudioLMAdapter, require_pinned_revision
+from esn.models.base import DEFAULT_SCORING, AudioLMAdapter, require_pinned_revision
 
 #: adapter name -> "module:Class" (imported lazily: Kimi-Audio's needs its own environment)
 ADAPTERS: dict[str, str] = {
@@ -35,5 +35,5 @@ def load_adapter(spec: dict[str, Any], labels: list[str], device: str = "cpu") -
     return adapter_class(spec["adapter"]).load(
         spec["path"], labels=labels, prompt=spec["prompt"], revision=spec.get("revision"),
         dtype=spec.get("dtype", "float32"), device=device, site=spec.get("site", "act_fn"),
-        trust_remote_code=bool(spec.get("trust_remote_code")), scoring=spec.get("scoring", "full_label"),
+        trust_remote_code=bool(spec.get("trust_remote_code")), scoring=spec.get("scoring", DEFAULT_SCORING),
         synonyms=spec.get("synonyms") or {}, **system)

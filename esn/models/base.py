@@ -12,7 +12,6 @@ scoring over a KV cache of the prefix (`decode_labels`; see `LabelScorer`).
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from esn.workflow import COMMIT_HASH
+
 #: Where a neuron's activation is read and modified: the output of `act_fn` (the study's default,
 #: as LAPE) or the input of `down_proj` (act_fn(gate)·up). Scaling either gives the same MLP output.
 SITES = ("act_fn", "down_proj_input")
-
-
-#: A git commit as the hub names revisions: 40 hex digits. Branches (`main`) and tags can be moved.
-COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 def require_pinned_revision(path: str, revision: str | None) -> str:
@@ -124,6 +121,8 @@ class Embedded:
 #: token sequence; `first_token` reads only its first token at the answer position (cheaper, biased by
 #: real vocabularies where a label's first token is a fragment such as 'f' or 'C').
 SCORING_MODES = ("full_label", "first_token")
+#: The scoring when none is asked for (the config schema's default says the same; a test holds them equal).
+DEFAULT_SCORING = SCORING_MODES[0]
 
 #: The end-of-answer token appended to every continuation when one label's token sequence is a prefix
 #: of another label's (see `LabelScorer`); the Qwen chat end token, else the tokenizer's eos.
@@ -168,7 +167,7 @@ class LabelScorer:
     The label probabilities are the scores renormalised over the labels.
     """
 
-    def __init__(self, tokenizer: Any, labels: list[str], *, mode: str = "full_label",
+    def __init__(self, tokenizer: Any, labels: list[str], *, mode: str = DEFAULT_SCORING,
                  synonyms: dict[str, list[str]] | None = None):
         if mode not in SCORING_MODES:
             raise ValueError(f"unknown scoring {mode!r}; choose one of {SCORING_MODES}")
@@ -303,7 +302,7 @@ class AudioLMAdapter:
 
     def __init__(self, model: nn.Module, tokenizer: Any, labels: list[str], prompt: str,
                  *, site: str = "act_fn", source: str = "", revision: str | None = None,
-                 scoring: str = "full_label", synonyms: dict[str, list[str]] | None = None):
+                 scoring: str = DEFAULT_SCORING, synonyms: dict[str, list[str]] | None = None):
         if site not in SITES:
             raise ValueError(f"unknown activation site {site!r}; choose one of {SITES}")
         self.model, self.tokenizer, self.prompt, self.site = model.eval(), tokenizer, prompt, site

@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from esn.models.base import AudioLMAdapter, Batch, Embedded, check_loaded_weights, require_pinned_revision
+from esn.models.base import (DEFAULT_SCORING, AudioLMAdapter, Batch, Embedded, check_loaded_weights,
+                             require_pinned_revision)
 
 SAMPLING_RATE = 16_000
 ENV_FILE = "workflow/envs/kimi_audio.yaml"
@@ -178,7 +179,7 @@ class KimiAudioAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "bfloat16", device: str = "cuda", site: str = "act_fn",
-             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = "full_label",
+             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = DEFAULT_SCORING,
              synonyms: dict[str, list[str]] | None = None, self_check: bool = True) -> "KimiAudioAdapter":
         if not trust_remote_code:
             raise ValueError(f"Kimi-Audio ({path}) is remote code (MoonshotKimiaForCausalLM): set "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, BatchFeature
 
-from esn.models.base import AudioLMAdapter, check_loaded_weights
+from esn.models.base import DEFAULT_SCORING, AudioLMAdapter, check_loaded_weights
 
 SAMPLING_RATE = 16_000
 
@@ -47,7 +47,7 @@ class ProcessorAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
-             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = "full_label",
+             system_prompt: str | None = None, trust_remote_code: bool = False, scoring: str = DEFAULT_SCORING,
              synonyms: dict[str, list[str]] | None = None) -> "ProcessorAdapter":
         model, info = cls.model_class.from_pretrained(
             path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True, output_loading_info=True)

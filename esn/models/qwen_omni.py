@@ -27,7 +27,7 @@ import torch
 from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
 from transformers.utils import cached_file
 
-from esn.models.base import AudioLMAdapter, Batch, check_loaded_weights
+from esn.models.base import DEFAULT_SCORING, AudioLMAdapter, Batch, check_loaded_weights
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class QwenOmniAdapter(AudioLMAdapter):
     @classmethod
     def load(cls, path: str, *, labels: list[str], prompt: str, revision: str | None = None,
              dtype: str = "float32", device: str = "cpu", site: str = "act_fn",
-             system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False, scoring: str = "full_label",
+             system_prompt: str | None = DEFAULT_SYSTEM, trust_remote_code: bool = False, scoring: str = DEFAULT_SCORING,
              synonyms: dict[str, list[str]] | None = None) -> "QwenOmniAdapter":
         model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
             path, revision=revision, dtype=getattr(torch, dtype), use_safetensors=True, output_loading_info=True)

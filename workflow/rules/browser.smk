@@ -5,11 +5,10 @@
 rule browser:
     """Index of every selector × emotion set (sizes, overlaps, causal results) and a page per top neuron."""
     input:
-        lib=LIB["browser"],
+        lib=library("browser.py"),
         store="results/activations/{model}/{corpus}.zarr",
         manifest=lambda wc: manifest(wc.corpus),
-        selections=lambda wc: expand("results/neurons/{model}/{corpus}/{selector}.zarr", model=wc.model,
-                                     corpus=wc.corpus, selector=SELECTORS),
+        selections=selections,
         delta_recall=browser_tables("delta_recall"),
         conditions=browser_tables("conditions"),
     output:
@@ -18,11 +17,11 @@ rule browser:
                     labels={"figure": "ESN browser", "study": "identify {corpus}"}),
     params:
         selectors=SELECTORS,
-        tables=lambda wc: browser_table_keys(wc.model, wc.corpus),
+        tables=lambda wc: PLAN.browser_table_keys(wc.model, wc.corpus),
         corpus_dir=lambda wc: f"resources/corpora/{wc.corpus}",
-        fraction=config["intervention"]["fraction"],
-        top_neurons=config["browser"]["top_neurons"],
-        clips=config["browser"]["clips"],
+        fraction=PLAN.config["intervention"]["fraction"],
+        top_neurons=PLAN.config["browser"]["top_neurons"],
+        clips=PLAN.config["browser"]["clips"],
     log:
         "logs/browser/{model}/{corpus}.log",
     conda:

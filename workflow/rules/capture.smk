@@ -1,16 +1,16 @@
 rule capture:
     """One shard of a corpus through a model: per-utterance neuron statistics into a resumable Zarr store."""
     input:
-        lib=LIB["capture"],
+        lib=library("capture.py"),
         manifest=lambda wc: manifest(wc.corpus),
         model=model_files,
     output:
         temp(directory("results/activations/{model}/{corpus}.shards/{shard}-of-{n}.zarr")),
     params:
-        model=lambda wc: canonical(config["models"][wc.model]),
-        capture=canonical(config["capture"]),
-        device=config["device"],
-        config_hash=lambda wc: config_hash(wc.model, wc.corpus),
+        model=model_entry,
+        capture=canonical(PLAN.config["capture"]),
+        device=PLAN.config["device"],
+        config_hash=lambda wc: PLAN.config_hash(wc.model, wc.corpus),
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -25,7 +25,7 @@ rule capture:
 rule merge_shards:
     """The shards of a corpus as one store (one logical Dataset for the selectors)."""
     input:
-        lib=LIB["capture"],
+        lib=library("merge_shards.py"),
         shards=shard_stores,
     output:
         directory("results/activations/{model}/{corpus}.zarr"),

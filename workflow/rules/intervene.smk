@@ -4,18 +4,18 @@ rule intervene:
     share each clip's audio embedding and unmodified pass. A study without sweeps (`studies[i].sweeps`; by
     default a transfer study, identify != evaluate) runs main-size deactivation and one random draw."""
     input:
-        lib=LIB["intervene"],
+        lib=library("intervene.py"),
         selections=expand("results/neurons/{{model}}/{{id_corpus}}/{selector}.zarr", selector=SELECTORS),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
         expand("results/interventions/{{model}}/{{id_corpus}}/{selector}/{{eval_corpus}}.parquet", selector=SELECTORS),
     params:
-        model=lambda wc: canonical(config["models"][wc.model]),
-        intervention=canonical(config["intervention"]),
+        model=model_entry,
+        intervention=canonical(PLAN.config["intervention"]),
         sweeps=study_sweeps,
         selectors=SELECTORS,
-        device=config["device"],
+        device=PLAN.config["device"],
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -30,15 +30,15 @@ rule intervene:
 rule knockout:
     """Each decoder layer's whole MLP zeroed: which layers carry the decision at all."""
     input:
-        lib=LIB["intervene"],
+        lib=library("intervene.py"),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
         "results/interventions/{model}/knockout/{eval_corpus}.parquet",
     params:
-        model=lambda wc: canonical(config["models"][wc.model]),
-        intervention=canonical(config["intervention"]),
-        device=config["device"],
+        model=model_entry,
+        intervention=canonical(PLAN.config["intervention"]),
+        device=PLAN.config["device"],
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -53,7 +53,7 @@ rule knockout:
 rule metrics:
     """Accuracy, recall, UAR, macro-F1, Δrecall, specificity, flip rate and label-free injection, with bootstrap CIs."""
     input:
-        lib=LIB["metrics"],
+        lib=library("metrics.py"),
         table="results/interventions/{path}.parquet",
     output:
         conditions="results/tables/interventions/{path}.conditions.csv",
@@ -61,9 +61,9 @@ rule metrics:
         summary="results/tables/interventions/{path}.summary.csv",
         injection="results/tables/interventions/{path}.injection.csv",
     params:
-        bootstrap=config["metrics"]["bootstrap"],
-        unit=config["metrics"]["bootstrap_unit"],
-        seed=config["seed"],
+        bootstrap=PLAN.config["metrics"]["bootstrap"],
+        unit=PLAN.config["metrics"]["bootstrap_unit"],
+        seed=PLAN.config["seed"],
     log:
         "logs/metrics/{path}.log",
     conda:
@@ -74,14 +74,14 @@ rule metrics:
 
 rule knockout_table:
     input:
-        lib=LIB["metrics"],
+        lib=library("knockout_table.py"),
         table="results/interventions/{model}/knockout/{eval_corpus}.parquet",
     output:
         "results/tables/knockout/{model}/{eval_corpus}.csv",
     params:
-        bootstrap=config["metrics"]["bootstrap"],
-        unit=config["metrics"]["bootstrap_unit"],
-        seed=config["seed"],
+        bootstrap=PLAN.config["metrics"]["bootstrap"],
+        unit=PLAN.config["metrics"]["bootstrap_unit"],
+        seed=PLAN.config["seed"],
     log:
         "logs/knockout_table/{model}/{eval_corpus}.log",
     conda:
@@ -94,13 +94,13 @@ rule transfer_table:
     """Δrecall per (identify, evaluate, selector, control, target, class) at the main set size: every study of a
     model in one tidy table (the transfer matrix's numbers, with their CIs)."""
     input:
-        lib=LIB["metrics"],
-        tables=figure_transfer_tables,
+        lib=library("transfer_table.py"),
+        tables=transfer_tables,
     output:
         "results/tables/transfer/{model}.csv",
     params:
-        studies=lambda wildcards: figure_transfer_keys(wildcards.model),
-        fraction=config["intervention"]["fraction"],
+        studies=transfer_keys,
+        fraction=PLAN.config["intervention"]["fraction"],
     log:
         "logs/transfer_table/{model}.log",
     conda:

@@ -1,15 +1,15 @@
 rule select:
     """Score and rank neurons per emotion from the store alone (plus the seeded random control)."""
     input:
-        lib=LIB["select"],
+        lib=library("select.py"),
         store="results/activations/{model}/{id_corpus}.zarr",
     output:
         directory("results/neurons/{model}/{id_corpus}/{selector}.zarr"),
     params:
-        selection=canonical(config["selection"]),
-        variants=variants(),
-        seed=config["seed"],
-        random_draws=config["intervention"]["random_draws"],
+        selection=canonical(PLAN.config["selection"]),
+        variants=PLAN.variants(),
+        seed=PLAN.config["seed"],
+        random_draws=PLAN.config["intervention"]["random_draws"],
     log:
         "logs/select/{model}/{id_corpus}/{selector}.log",
     conda:
@@ -22,9 +22,8 @@ rule neuron_tables:
     """ESN counts per layer, overlaps between emotions and selectors, stability across identification sizes,
     and how many neurons tied at each set's cut (and were decided by which key)."""
     input:
-        lib=LIB["select"],
-        selections=lambda wc: expand("results/neurons/{model}/{id_corpus}/{selector}.zarr",
-                                     model=wc.model, id_corpus=wc.id_corpus, selector=SELECTORS),
+        lib=library("neuron_tables.py"),
+        selections=selections,
     output:
         counts="results/tables/neurons/{model}/{id_corpus}/counts_per_layer.csv",
         emotions="results/tables/neurons/{model}/{id_corpus}/overlap_emotions.csv",
@@ -32,8 +31,8 @@ rule neuron_tables:
         stability="results/tables/neurons/{model}/{id_corpus}/stability.csv",
         ties="results/tables/neurons/{model}/{id_corpus}/ties_at_cut.csv",
     params:
-        fraction=config["intervention"]["fraction"],
-        fractions=config["intervention"]["fractions"],
+        fraction=PLAN.config["intervention"]["fraction"],
+        fractions=PLAN.config["intervention"]["fractions"],
         selectors=SELECTORS,
     log:
         "logs/neuron_tables/{model}/{id_corpus}.log",

@@ -4,9 +4,10 @@ from esn.browser import StudyTables, build_site
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
-inp, p, wc = snakemake.input, snakemake.params, snakemake.wildcards
-tables = [StudyTables(e, s, d, c) for (e, s), d, c in zip(p.tables, inp.delta_recall, inp.conditions)]
-counts = build_site(snakemake.output.site, store_path=inp.store, corpus_dir=p.corpus_dir,
-                    selections=dict(zip(p.selectors, inp.selections)), tables=tables, fraction=p.fraction,
-                    top=p.top_neurons, clips=p.clips, title=f"{wc.model} · identify {wc.corpus}")
+inputs, params, wildcards = snakemake.input, snakemake.params, snakemake.wildcards
+tables = [StudyTables(e, s, d, c) for (e, s), d, c in zip(params.tables, inputs.delta_recall, inputs.conditions)]
+counts = build_site(snakemake.output.site, store_path=inputs.store, corpus_dir=params.corpus_dir,
+                    selections=dict(zip(params.selectors, inputs.selections)), tables=tables,
+                    fraction=params.fraction, top=params.top_neurons, clips=params.clips,
+                    title=f"{wildcards.model} · identify {wildcards.corpus}")
 log.info("browser: wrote %s (%s)", snakemake.output.site, counts)

@@ -2,10 +2,10 @@ from esn.selectors import save_selection, select_variants
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
-sel, selector = snakemake.params.selection, snakemake.wildcards.selector
-options = {"quantile": sel["lape_quantile"], "assign": sel["lape_assign"]} if selector == "lape" else {}
-ds = select_variants(snakemake.input.store, selector, snakemake.params.variants, position=sel["position"],
-                     correct_only=sel["correct_only"], seed=snakemake.params.seed,
+selection, selector = snakemake.params.selection, snakemake.wildcards.selector
+options = {"quantile": selection["lape_quantile"], "assign": selection["lape_assign"]} if selector == "lape" else {}
+ds = select_variants(snakemake.input.store, selector, snakemake.params.variants, position=selection["position"],
+                     correct_only=selection["correct_only"], seed=snakemake.params.seed,
                      random_draws=snakemake.params.random_draws, **options)
 save_selection(ds, snakemake.output[0])
 log.info("selection %s: variants %s; utterances per emotion (all) %s", selector, list(ds["variant"].values),
