@@ -1,0 +1,101 @@
+"""Speech synthesis with espeak-ng, from the PyPI wheel `espeakng-loader` (library and data inside; no system package).
+
+The shared library is loaded with ctypes and initialised once per process with the wheel's data folder;
+`speak` synthesises into memory through the synth callback (synchronous mode, nothing is played) and
+returns float32 mono at 16 kHz (espeak-ng renders at 22 050 Hz; resampled with soxr). Prosody is set
+with espeak-ng's own parameters: pitch level and range (0-100), rate (words per minute), volume
+(amplitude, 0-200) and the pause between words; the voice (`en-us`, `en-gb-x-rp`, ...) and its variant
+(`m3`, `f2`, ...) make the speaker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+RATE = 16_000
+
+# espeak-ng's speak_lib.h
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_CHARS_UTF8 = 1
+_POS_CHARACTER = 1
+_RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class _Engine:
+    """The process-wide espeak-ng instance (its state is global, so calls are serialised)."""
+
+    def __init__(self) -> None:
+        spec = importlib.util.find_spec("espeakng_loader")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("the PyPI package espeakng-loader is not installed (`make install` does)")
+        root = Path(list(spec.submodule_search_locations)[0])
+        library = next((p for p in sorted(root.glob("*espeak-ng*")) if p.suffix in (".so", ".dylib", ".dll")), None)
+        if library is None or not (root / "espeak-ng-data").is_dir():
+            raise FileNotFoundError(f"espeakng-loader at {root} lacks the espeak-ng library or its data")
+        self.lib = ctypes.CDLL(str(library))
+        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(root).encode(), 0)
+        if self.rate <= 0:
+            raise RuntimeError(f"espeak-ng failed to initialise with data at {root} (returned {self.rate})")
+        self.chunks: list[np.ndarray] = []
+        self.callback = _CALLBACK(self._collect)  # kept referenced: the library holds the pointer
+        self.lib.espeak_SetSynthCallback(self.callback)
+        self.lock = threading.Lock()
+
+    def _collect(self, wav, count, events) -> int:
+        if count > 0 and wav:
+            self.chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0
+
+    def synth(self, text: str, voice: str, params: dict[int, int]) -> np.ndarray:
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"espeak-ng has no voice {voice!r} (voice[+variant], e.g. 'en-us+f3')")
+            for key, value in params.items():  # after the voice: choosing a voice resets them
+                self.lib.espeak_SetParameter(key, int(value), 0)
+            self.chunks = []
+            data = text.encode("utf-8") + b"\0"
+            status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            if status != 0:
+                raise RuntimeError(f"espeak-ng could not synthesise {text!r} (status {status})")
+            samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+            self.chunks = []
+        return samples
+
+
+_engine: _Engine | None = None
+
+
+def engine() -> _Engine:
+    global _engine
+    if _engine is None:
+        _engine = _Engine()
+    return _engine
+
+
+def speak(text: str, voice: str = "en-us", variant: str | None = None, *, pitch: float = 50, pitch_range: float = 50,
+          rate: float = 175, volume: float = 100, word_gap: float = 0) -> np.ndarray:
+    """`text` spoken by espeak-ng as float32 mono samples at 16 kHz.
+
+    `pitch`, `pitch_range`: 0-100 (espeak-ng's default 50, relative to the voice); `rate`: words per
+    minute (80-450); `volume`: amplitude 0-200 (100 = normal); `word_gap`: extra pause between words in
+    units of 10 ms. Values are clipped to espeak-ng's ranges.
+    """
+    params = {_PITCH: np.clip(round(pitch), 0, 100), _RANGE: np.clip(round(pitch_range), 0, 100),
+              _RATE: np.clip(round(rate), 80, 450), _VOLUME: np.clip(round(volume), 0, 200),
+              _WORDGAP: max(0, round(word_gap))}
+    eng = engine()
+    samples = eng.synth(text, voice + (f"+{variant}" if variant else ""), params)
+    wave = samples.astype(np.float32) / 32768.0
+    return soxr.resample(wave, eng.rate, RATE).astype(np.float32)
