@@ -70,7 +70,10 @@ def test_corpus_is_deterministic_with_the_requested_shape() -> None:
         assert a.utterance_id == b.utterance_id and a.extra == b.extra
         assert a.source[1] == RATE and np.array_equal(a.source[0], b.source[0])
     other = read(**{**options, "seed": 6})
-    assert [c.extra["voice"] + c.extra["variant"] for c in other] != [c.extra["voice"] + c.extra["variant"] for c in first]
+    def voices(cands: list[Candidate]) -> list[str]:
+        return [c.extra["voice"] + "+" + c.extra["variant"] for c in cands]
+
+    assert voices(other) != voices(first), "another seed, other speakers"
 
 
 def test_emotions_differ_in_measured_prosody() -> None:
@@ -123,8 +126,26 @@ def test_prepare_writes_the_spoken_corpus(tmp_path: Path) -> None:
 
     prepare_corpus("spoken", "spoken", None, tmp_path / "spoken",
                    PrepareOptions(classes=["neutral", "sad"], seed=0,
-                                  reader_options={"speakers": 3, "per_speaker_emotion": 1, "emotions": ["neutral", "sad"]}))
+                                  reader_options={"speakers": 3, "per_speaker_emotion": 1,
+                                                  "emotions": ["neutral", "sad"]}))
     manifest = pd.read_parquet(tmp_path / "spoken" / "manifest.parquet")
     assert len(manifest) == 6 and set(manifest.emotion) == {"neutral", "sad"}
     assert set(manifest.split) == {"identification", "evaluation"}
     assert (manifest.sample_rate == RATE).all() and (manifest.duration_s > 1.0).all()
+
+
+def test_config_accepts_the_spoken_reader_and_the_workflow_seeds_it() -> None:
+    import yaml
+    from snakemake.utils import validate
+
+    from esn.corpora import BUILTIN_READERS, GENERATED_READERS
+
+    root = Path(__file__).resolve().parents[1]
+    schema = root / "workflow" / "schemas" / "config.schema.yaml"
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    cfg["corpora"]["spoken"] = {"reader": "spoken", "options": {"speakers": 32, "intensity": [0.3, 1.0]}}
+    validate(cfg, str(schema))
+    corpus = yaml.safe_load(schema.read_text())["properties"]["corpora"]["additionalProperties"]
+    enum = corpus["properties"]["reader"]["enum"]
+    assert set(enum) == set(BUILTIN_READERS) and "spoken" in GENERATED_READERS
+    assert cfg["corpora"]["synthetic"]["reader"] == "synthetic", "the default corpora stay synthetic"

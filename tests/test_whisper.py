@@ -72,7 +72,8 @@ def test_position_table_is_whisper_sinusoids(ct2: whisper.Ct2Model, converted: P
     assert error <= 2.5e-4  # float16 rounding of values in [-1, 1]: half a step is 2.44e-4
     assert np.abs(stored - whisper.sinusoids(1500, 384)[:, ::-1]).max() > 0.5  # the comparison can fail
     weights = load_file(str(converted / "model.safetensors"))
-    assert np.array_equal(weights["model.encoder.embed_positions.weight"], ct2.get("encoder/position_encodings/encodings"))
+    assert np.array_equal(weights["model.encoder.embed_positions.weight"],
+                          ct2.get("encoder/position_encodings/encodings"))
 
 
 def test_conversion_is_complete_and_exact(ct2: whisper.Ct2Model, converted: Path) -> None:
@@ -149,8 +150,8 @@ def test_damaged_file_is_refused(damage: str, message: str, tmp_path: Path) -> N
 
 
 def test_missing_variable_is_refused(ct2: whisper.Ct2Model, tmp_path: Path) -> None:
-    partial = whisper.Ct2Model(ct2.spec, ct2.revision,
-                               {k: v for k, v in ct2.variables.items() if k != "decoder/layer_3/attention/linear_1/bias"},
+    dropped = "decoder/layer_3/attention/linear_1/bias"
+    partial = whisper.Ct2Model(ct2.spec, ct2.revision, {k: v for k, v in ct2.variables.items() if k != dropped},
                                ct2.aliases)
     write_ct2(tmp_path / "model.bin", partial)
     with pytest.raises(whisper.ModelFileError, match="no variable 'decoder/layer_3/attention/linear_1/bias'"):
