@@ -113,6 +113,16 @@ def engine() -> _Engine:
     return _engine
 
 
+#: espeak-ng's ranges of the prosody settings `speak` takes.
+LIMITS: dict[str, tuple[int, int]] = {"pitch": (0, 100), "pitch_range": (0, 100), "rate": (80, 450),
+                                      "volume": (0, 200), "word_gap": (0, 1000)}
+
+
+def clip_settings(settings: dict[str, float]) -> dict[str, int]:
+    """Prosody settings rounded and clipped to espeak-ng's ranges (what it is actually given)."""
+    return {key: int(np.clip(round(value), *LIMITS[key])) for key, value in settings.items()}
+
+
 def speak(text: str, voice: str = "en-us", variant: str | None = None, *, pitch: float = 50, pitch_range: float = 50,
           rate: float = 175, volume: float = 100, word_gap: float = 0) -> np.ndarray:
     """`text` spoken by espeak-ng as float32 mono samples at 16 kHz.
@@ -121,9 +131,10 @@ def speak(text: str, voice: str = "en-us", variant: str | None = None, *, pitch:
     minute (80-450); `volume`: amplitude 0-200 (100 = normal); `word_gap`: extra pause between words in
     units of 10 ms. Values are clipped to espeak-ng's ranges.
     """
-    params = {_PITCH: np.clip(round(pitch), 0, 100), _RANGE: np.clip(round(pitch_range), 0, 100),
-              _RATE: np.clip(round(rate), 80, 450), _VOLUME: np.clip(round(volume), 0, 200),
-              _WORDGAP: max(0, round(word_gap))}
+    settings = clip_settings({"pitch": pitch, "pitch_range": pitch_range, "rate": rate, "volume": volume,
+                              "word_gap": word_gap})
+    params = {_PITCH: settings["pitch"], _RANGE: settings["pitch_range"], _RATE: settings["rate"],
+              _VOLUME: settings["volume"], _WORDGAP: settings["word_gap"]}
     eng = engine()
     samples = eng.synth(text, voice + (f"+{variant}" if variant else ""), params)
     wave = samples.astype(np.float32) / 32768.0

@@ -66,6 +66,10 @@ def test_corpus_is_deterministic_with_the_requested_shape() -> None:
     assert {c.emotion for c in first} == {"neutral", "happy", "sad", "angry"}
     assert sorted({c.speaker for c in first}) == ["spk00", "spk01", "spk02"]
     assert len({(c.extra["voice"], c.extra["variant"]) for c in first}) == 3, "each speaker is its own voice"
+    from esn.speech import LIMITS
+
+    for c in first:  # what espeak-ng was given, recorded per clip, inside its ranges
+        assert all(LIMITS[k][0] <= c.extra[k] <= LIMITS[k][1] for k in LIMITS)
     for a, b in zip(first, second):
         assert a.utterance_id == b.utterance_id and a.extra == b.extra
         assert a.source[1] == RATE and np.array_equal(a.source[0], b.source[0])

@@ -20,7 +20,7 @@ import numpy as np
 from esn.corpora.base import Candidate, reader
 from esn.corpora.synthetic import apply_channel, blend, check_channel_intensity
 from esn.emotions import FOUR_CLASSES, check_emotions
-from esn.speech import RATE, speak
+from esn.speech import RATE, clip_settings, speak
 
 #: Emotionally neutral content, written here: plain statements about objects, places and routines.
 SENTENCES: tuple[str, ...] = (
@@ -122,16 +122,16 @@ def make_speakers(n: int, seed: int, prefix: str = "spk", voices: tuple[str, ...
 
 
 def render(text: str, emotion: str, speaker: SpokenSpeaker, rng: np.random.Generator,
-           intensity: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
-    """`text` spoken by `speaker` with `emotion`'s prosody at `intensity`; the samples and the settings used."""
+           intensity: float = 1.0) -> tuple[np.ndarray, dict[str, int]]:
+    """`text` spoken by `speaker` with `emotion`'s prosody at `intensity`; the samples and espeak-ng's settings."""
     p = blend(PROSODY["neutral"], PROSODY[emotion], intensity)
-    settings = {
+    settings = clip_settings({
         "pitch": speaker.pitch + p.pitch + rng.uniform(-3, 3),
         "pitch_range": speaker.range * p.range_factor * rng.uniform(0.9, 1.1),
         "rate": speaker.rate * p.rate_factor * rng.uniform(0.95, 1.05),
         "volume": speaker.volume * 10.0 ** (p.gain_db / 20.0),
         "word_gap": p.word_gap,
-    }
+    })
     wave = speak(text, speaker.voice, speaker.variant, **settings)
     return np.clip(wave, -1.0, 1.0).astype(np.float32), settings
 
