@@ -307,6 +307,15 @@ def build_tokenizer(tokenizer_json: dict):
     return tokenizer
 
 
+def _installed_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(SOURCE_PACKAGE)
+    except PackageNotFoundError:  # a model folder given by path, not the installed package
+        return None
+
+
 def convert(out_dir: Path, model_dir: Path | None = None, *, expected_sha256: str = SOURCE_SHA256) -> Path:
     """Write a transformers Whisper checkpoint from the package's CTranslate2 files; returns `out_dir`.
 
@@ -332,7 +341,8 @@ def convert(out_dir: Path, model_dir: Path | None = None, *, expected_sha256: st
     build_tokenizer(tokenizer_json).save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out_dir)
     (out_dir / "conversion.json").write_text(json.dumps({
-        "source_package": SOURCE_PACKAGE, "source_version": SOURCE_VERSION, "source_file": "model/model.bin",
+        "source_package": SOURCE_PACKAGE, "source_version": SOURCE_VERSION, "installed_version": _installed_version(),
+        "source_file": "model/model.bin",
         "source_sha256": digest, "ct2_spec": ct2.spec, "ct2_revision": ct2.revision,
         "dtype": "float16", "converter": "esn.whisper",
     }, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -96,8 +97,9 @@ def test_conversion_is_complete_and_exact(ct2: whisper.Ct2Model, converted: Path
     assert np.array_equal(kv, ct2.get("decoder/layer_2/attention/linear_1/weight"))
     assert np.array_equal(half(cross.q_proj.weight), ct2.get("decoder/layer_2/attention/linear_0/weight"))
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
-    record = (converted / "conversion.json").read_text()
-    assert whisper.SOURCE_SHA256 in record and whisper.SOURCE_VERSION in record
+    record = json.loads((converted / "conversion.json").read_text())
+    assert record["source_sha256"] == whisper.SOURCE_SHA256
+    assert record["source_version"] == record["installed_version"] == whisper.SOURCE_VERSION
 
 
 def test_transcribes_espeak_sentences(converted: Path) -> None:
