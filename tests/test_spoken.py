@@ -153,3 +153,20 @@ def test_config_accepts_the_spoken_reader_and_the_workflow_seeds_it() -> None:
     enum = corpus["properties"]["reader"]["enum"]
     assert set(enum) == set(BUILTIN_READERS) and "spoken" in GENERATED_READERS
     assert cfg["corpora"]["synthetic"]["reader"] == "synthetic", "the default corpora stay synthetic"
+
+
+def test_clips_do_not_depend_on_what_the_process_spoke_before() -> None:
+    """espeak-ng keeps state between utterances; the same clips come out in a fresh process."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from esn.corpora.spoken import read_spoken; h = hashlib.sha256()\n"
+            "for c in read_spoken(speakers=2, per_speaker_emotion=1, seed=9): h.update(c.source[0].tobytes())\n"
+            "print(h.hexdigest())")
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    speak("Something else entirely, said first in this process.", pitch=90, rate=300)
+    here = hashlib.sha256()
+    for c in read(speakers=2, per_speaker_emotion=1, seed=9):
+        here.update(c.source[0].tobytes())
+    assert here.hexdigest() == fresh
