@@ -22,6 +22,7 @@ import numpy as np
 import soxr
 
 RATE = 16_000
+RANDOM_SEED = 16_000  # espeak-ng's random generators start from this for every utterance
 
 # espeak-ng's speak_lib.h
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -46,6 +47,7 @@ class _Engine:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                           ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(root).encode(), 0)
@@ -55,6 +57,12 @@ class _Engine:
         self.callback = _CALLBACK(self._collect)  # kept referenced: the library holds the pointer
         self.lib.espeak_SetSynthCallback(self.callback)
         self.lock = threading.Lock()
+
+    def _seed(self) -> None:
+        """Fix both random generators espeak-ng draws from (its own, seeded from the clock at
+        initialisation, and the C library's `rand`, for the breathiness noise of some variants)."""
+        self.lib.espeak_ng_SetRandSeed(RANDOM_SEED)
+        ctypes.CDLL(None).srand(RANDOM_SEED)
 
     def _collect(self, wav, count, events) -> int:
         if count > 0 and wav:
@@ -67,7 +75,8 @@ class _Engine:
         espeak-ng carries wave-generator state from one utterance to the next (measured here: the same
         text came out 41 435, 41 291, 41 297 ... samples long on successive calls, and neither
         `espeak_ng_SetRandSeed`, `srand` nor re-initialising reset it); this process never synthesises, so
-        each child starts alike and the output is a function of (text, voice, settings) only.
+        each child starts alike, seeds espeak-ng's random generators (`_seed`), and the output is a
+        function of (text, voice, settings) only.
         """
         with self.lock:
             read_end, write_end = os.pipe()
@@ -76,6 +85,7 @@ class _Engine:
                 status = 1
                 try:
                     os.close(read_end)
+                    self._seed()
                     if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                         status = 2
                     else:

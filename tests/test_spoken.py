@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from esn.corpora.base import Candidate, get_reader
+from esn.corpora.spoken import VARIANTS, VOICES
 from esn.speech import RATE, speak
 
 SENTENCE = "Please put the blue folder on the table by the window."
@@ -155,18 +156,26 @@ def test_config_accepts_the_spoken_reader_and_the_workflow_seeds_it() -> None:
     assert cfg["corpora"]["synthetic"]["reader"] == "synthetic", "the default corpora stay synthetic"
 
 
-def test_clips_do_not_depend_on_what_the_process_spoke_before() -> None:
-    """espeak-ng keeps state between utterances; the same clips come out in a fresh process."""
+def test_clips_are_the_same_in_a_fresh_process() -> None:
+    """espeak-ng keeps state between utterances and seeds its noise from the clock; neither may show."""
     import hashlib
     import subprocess
     import sys
 
-    code = ("import hashlib; from esn.corpora.spoken import read_spoken; h = hashlib.sha256()\n"
+    code = ("import hashlib\n"
+            "from esn.corpora.spoken import VOICES, VARIANTS, read_spoken\n"
+            "from esn.speech import speak\n"
+            "h = hashlib.sha256()\n"
             "for c in read_spoken(speakers=2, per_speaker_emotion=1, seed=9): h.update(c.source[0].tobytes())\n"
+            "for v in VOICES:\n"
+            "    for w in VARIANTS: h.update(speak('The ferry crosses the lake.', v, w).tobytes())\n"
             "print(h.hexdigest())")
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     speak("Something else entirely, said first in this process.", pitch=90, rate=300)
     here = hashlib.sha256()
     for c in read(speakers=2, per_speaker_emotion=1, seed=9):
         here.update(c.source[0].tobytes())
+    for voice in VOICES:
+        for variant in VARIANTS:
+            here.update(speak("The ferry crosses the lake.", voice, variant).tobytes())
     assert here.hexdigest() == fresh
