@@ -50,12 +50,14 @@ class Ct2Model:
     revision: int
     variables: dict[str, np.ndarray]
     aliases: dict[str, str] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def get(self, name: str) -> np.ndarray:
         """A variable by name (aliases resolved); a missing one is a `ModelFileError`."""
         name = self.aliases.get(name, name)
         if name not in self.variables:
             raise ModelFileError(f"model.bin has no variable {name!r}: not a complete Whisper model")
+        self.used.add(name)
         return self.variables[name]
 
 
@@ -242,6 +244,10 @@ def to_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
                             [("linear_0", ["q_proj"]), ("linear_1", ["k_proj", "v_proj"])], "linear_2")
         state |= _ffn(model, f"{src}/ffn", dst)
     state |= _norm(model, "decoder/layer_norm", f"{dec}.layer_norm")
+    left = sorted(k for k, v in model.variables.items() if v.ndim > 0 and k not in model.used)
+    if left:  # a weight this mapping does not know would be dropped silently
+        raise ModelFileError(f"model.bin has weights the converter does not map: {left[:5]}"
+                             + (f" and {len(left) - 5} more" if len(left) > 5 else ""))
     return state
 
 

@@ -160,6 +160,12 @@ def test_missing_variable_is_refused(ct2: whisper.Ct2Model, tmp_path: Path) -> N
         whisper.to_state_dict(whisper.read_ct2(tmp_path / "model.bin"))
 
 
+def test_unmapped_weight_is_refused(ct2: whisper.Ct2Model) -> None:
+    variables = {**ct2.variables, "decoder/layer_0/ffn/extra/weight": np.zeros((4, 4), np.float16)}
+    with pytest.raises(whisper.ModelFileError, match="does not map: \\['decoder/layer_0/ffn/extra/weight'\\]"):
+        whisper.to_state_dict(whisper.Ct2Model(ct2.spec, ct2.revision, variables, ct2.aliases))
+
+
 def test_nonzero_key_bias_is_refused(ct2: whisper.Ct2Model) -> None:
     variables = dict(ct2.variables)
     bias = variables["encoder/layer_1/self_attention/linear_0/bias"].copy()
