@@ -5,6 +5,9 @@ from esn.corpora.base import READERS, Candidate, get_reader  # noqa: F401
 #: Reader name -> module that registers it (imported lazily: the hub reader pulls in `datasets`).
 BUILTIN_READERS: dict[str, str] = {
     name: f"esn.corpora.{name}"
-    for name in ("synthetic", "ravdess", "cremad", "tess", "savee", "iemocap", "meld", "msp_podcast",
+    for name in ("synthetic", "spoken", "ravdess", "cremad", "tess", "savee", "iemocap", "meld", "msp_podcast",
                  "esd", "audiofolder", "hub")
 }
+
+#: Readers that generate their corpus: the workflow passes them its seed.
+GENERATED_READERS: frozenset[str] = frozenset({"synthetic", "spoken"})

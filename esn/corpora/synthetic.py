@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
@@ -68,11 +69,29 @@ PROSODY_B: dict[str, Prosody] = {
 }
 RENDERINGS: dict[str, dict[str, Prosody]] = {"a": PROSODY, "b": PROSODY_B}
 CHANNELS = ("studio", "telephone")
+P = TypeVar("P")
 
 
-def blend(neutral: Prosody, emotion: Prosody, intensity: float) -> Prosody:
-    """The prosody `intensity` of the way from neutral to `emotion` (0 = neutral, 1 = full emotion)."""
-    return Prosody(*[n + intensity * (e - n) for n, e in zip(vars(neutral).values(), vars(emotion).values())])
+def blend(neutral: P, emotion: P, intensity: float) -> P:
+    """The prosody `intensity` of the way from neutral to `emotion` (0 = neutral, 1 = full emotion).
+
+    Works for any dataclass of numbers (`Prosody` here, `esn.corpora.spoken.SpokenProsody`)."""
+    return type(emotion)(*[n + intensity * (e - n) for n, e in zip(vars(neutral).values(), vars(emotion).values())])
+
+
+def check_channel_intensity(corpus: str, channel: str, intensity: tuple[float, float]) -> tuple[float, float]:
+    """Validate a generated corpus' `channel` and `intensity` (low, high) options; returns (low, high)."""
+    if channel not in CHANNELS:
+        raise ValueError(f"{corpus} corpus: unknown channel {channel!r}; choose one of {list(CHANNELS)}")
+    low, high = (float(x) for x in intensity)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"{corpus} corpus: intensity must be (low, high) with 0 <= low <= high <= 1, not {intensity}")
+    return low, high
+
+
+def apply_channel(wave: np.ndarray, channel: str, rng: np.random.Generator) -> np.ndarray:
+    """The clip as heard through `channel` (studio: unchanged)."""
+    return telephone(wave, rng) if channel == "telephone" else wave
 
 
 #: Neutral-vowel formants (Hz) of a reference vocal tract; speakers scale them.
@@ -173,11 +192,7 @@ def read_synthetic(root: Path | None = None, *, emotions: list[str] | tuple[str,
     emotions = check_emotions(list(emotions), "synthetic corpus emotions")
     if rendering not in RENDERINGS:
         raise ValueError(f"synthetic corpus: unknown rendering {rendering!r}; choose one of {sorted(RENDERINGS)}")
-    if channel not in CHANNELS:
-        raise ValueError(f"synthetic corpus: unknown channel {channel!r}; choose one of {list(CHANNELS)}")
-    low, high = (float(x) for x in intensity)
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"synthetic corpus: intensity must be (low, high) with 0 <= low <= high <= 1, not {intensity}")
+    low, high = check_channel_intensity("synthetic", channel, intensity)
     for speaker in make_speakers(speakers, seed, speaker_prefix):
         for emotion in emotions:
             for k in range(per_speaker_emotion):
@@ -185,8 +200,7 @@ def read_synthetic(root: Path | None = None, *, emotions: list[str] | tuple[str,
                 rng = np.random.default_rng([seed, zlib.crc32(uid.encode())])
                 strength = float(rng.uniform(low, high))
                 wave = synthesize(emotion, speaker, rng, tuple(duration_s), rendering=rendering, intensity=strength)
-                if channel == "telephone":
-                    wave = telephone(wave, rng)
+                wave = apply_channel(wave, channel, rng)
                 yield Candidate(uid, (wave, RATE), emotion, speaker.id, raw_label=emotion,
                                 extra={"base_f0": speaker.base_f0, "tract_scale": speaker.tract_scale,
                                        "intensity": strength if emotion != "neutral" else 0.0})
