@@ -12,6 +12,7 @@ generated predictions agree (store attribute `scored_generated_agreement`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from esn import store
 from esn.audio import load_16k_mono
-from esn.batching import split_on_oom
+from esn.batching import Fit, in_pieces
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
@@ -161,34 +162,30 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
              layout.n_blocks, " (resumed)" if resumed else "")
     label_index = {l: i for i, l in enumerate(adapter.labels)}
     torch_dtype = getattr(torch, dtype)
-    t0, n_done, fitted = time.time(), 0, batch_size
+    t0, n_done = time.time(), 0
+    clips = Fit(batch_size, "clips per batch")  # shrinks on out-of-memory, for the rest of the job
     writer = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
+
+    def run(block: pd.DataFrame, piece: range) -> BatchStatistics:
+        rows = block.iloc[piece.start:piece.stop]
+        waves = [load_16k_mono(p) for p in rows["path"]]
+        truth = torch.tensor([label_index[e] for e in rows["emotion"]]) if attribution else None
+        batch = adapter.build_batch(waves)
+        stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
+        if mode == "generate":
+            with torch.no_grad():
+                embedded = adapter.embed(adapter.to_device(batch))
+            stats.generated = np.array(generate_answers(adapter, embedded, max_new_tokens=max_new_tokens),
+                                       dtype=object)
+        bar.update(len(rows))
+        return stats
+
     try:
         for k in todo:
             rows = utterances.iloc[layout.block(k)]
-            parts: list[BatchStatistics] = []
-            for i in range(0, len(rows), batch_size):
-                chunk = rows.iloc[i:i + batch_size]
-                items = list(zip([load_16k_mono(p) for p in chunk["path"]], chunk["emotion"]))
-
-                def run(part: list) -> BatchStatistics:
-                    truth = torch.tensor([label_index[e] for _, e in part]) if attribution else None
-                    batch = adapter.build_batch([w for w, _ in part])
-                    stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
-                    if mode == "generate":
-                        with torch.no_grad():
-                            embedded = adapter.embed(adapter.to_device(batch))
-                        stats.generated = np.array(generate_answers(adapter, embedded, max_new_tokens=max_new_tokens),
-                                                   dtype=object)
-                    return stats
-
-                stats, ran = split_on_oom(run, items, _concat)
-                if ran < len(items):  # split to fit GPU memory
-                    fitted = min(fitted, ran)
-                parts.append(stats)
-                bar.update(len(chunk))
+            parts = in_pieces(functools.partial(run, rows), range(len(rows)), clips)
             block = _concat(parts)
             values = {name: getattr(block, name) for name in ("mean_activation", "frac_positive", "n_positions",
                                                               "label_prob", "attribution")}
@@ -209,7 +206,7 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     finally:
         bar.close()
         writer.shutdown(wait=True)
-    g.attrs["batch_size_that_fit"] = str(fitted)
+    g.attrs["batch_size_that_fit"] = str(clips.size)
     summary: dict[str, Any] = {}
     if mode == "generate":
         agree = g["predicted_generated"][:] == g["predicted"][:]  # the whole store, also blocks of a resumed run
@@ -220,5 +217,5 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
-            "batch_size_that_fit": fitted, "seconds": round(elapsed, 2),
+            "batch_size_that_fit": clips.size, "seconds": round(elapsed, 2),
             "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2), **summary}
