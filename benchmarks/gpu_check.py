@@ -8,6 +8,7 @@ vision tower, unused), built on the meta device; nothing is downloaded. Each che
 benchmarks/out/gpu_check_<shape>_<device>.jsonl the moment it ends (flushed to disk), and a check that fails
 records its error and lets the next one run: a run cut short still reports what it got. Checks, each with its goal:
   capture       reducing hooks + one host copy vs a plain scoring forward            goal <= 1.05x
+  reduction     one layer's reduction at the 7B shape, before/after, vs its MLP forward; float32 sums vs float64
   memory        peak device memory per token: scoring, capture, capture with attribution, generation
   sweep         per (utterance, condition): batched conditions vs decoder-only        goal <= 1.1x
                 one full forward per condition vs batched                             goal >= 1.5x
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_interventions import random_conditions, sweep_costs
+from bench_reduction import reduction_costs
 from common import OUT, SHAPES, clips, device_info, random_thinker, thinker_config, timed
 from transformers import WhisperFeatureExtractor
 
@@ -55,7 +57,7 @@ RUN = {"omni7b": dict(clips=16, seconds=5.0, conditions=16, max_rows=256, oom_se
                       oom_margin=2.5, oom_rows=2048),
        "tiny": dict(clips=8, seconds=2.0, conditions=8, max_rows=64, oom_seconds=2.0, oom_budget_gib=0.02,
                     oom_margin=2.5, oom_rows=64)}
-CHECKS = ("capture", "memory", "sweep", "oom_capture", "oom_rows", "batching")
+CHECKS = ("capture", "reduction", "memory", "sweep", "oom_capture", "oom_rows", "batching")
 BATCHING_TOLERANCE = 0.02
 
 
@@ -280,6 +282,7 @@ def main() -> None:
         return result
 
     todo = {"capture": lambda: check_capture(adapter, waves),
+            "reduction": lambda: reduction_costs(device=args.device, dtype=getattr(torch, args.dtype)),
             "memory": (lambda: check_memory(adapter, waves)) if on_gpu else (lambda: {"skipped": "needs a GPU"}),
             "sweep": sweep,
             "oom_capture": lambda: check_oom_capture(adapter, run["oom_seconds"], run["oom_budget_gib"],

@@ -64,6 +64,34 @@ class BatchStatistics:
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
 
 
+def masked_sums(a: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip and position group, Σ a and Σ [a > 0] over the group's positions, float32 [B, G, N].
+
+    `a` [B, T, N] activations, `real` [B, T] bool (False on padding), `masks` [B, G, T] 0/1 group masks. A NaN or
+    inf at a padded position (some attention kernels return NaN for fully masked rows) never reaches a statistic:
+    multiplying it by a 0 mask would give NaN, so padding is filled with 0 instead (`[a > 0]` is false for NaN).
+    On a GPU the layer is filled once in its own dtype and both sums run bf16 in, float32 out: no float32 copy.
+    The CPU has no such mixed-precision matmul: there a bf16 layer is copied to float32 once (as before), and the
+    sums are taken again without the padding only if one came out non-finite (a check that costs no device sync).
+    A genuine NaN at a real position still shows (as it should)."""
+    a = a.detach()
+    padding = ~real[..., None]
+    if a.device.type in ("cuda", "meta"):  # meta: the same ops, for counting their memory (benchmarks)
+        clean = a.masked_fill(padding, 0)
+        if a.dtype == torch.float32:
+            m = masks.float()
+            return torch.bmm(m, clean), torch.bmm(m, (clean > 0).float())
+        m = masks.to(a.dtype)
+        return (torch.bmm(m, clean, out_dtype=torch.float32),
+                torch.bmm(m, (clean > 0).to(a.dtype), out_dtype=torch.float32))
+    m = masks.float()
+    x = a.float()  # a itself when float32
+    sums = torch.bmm(m, x)
+    if not bool(torch.isfinite(sums).all()):  # rare: sum again without what the padding held
+        sums = torch.bmm(m, x.masked_fill(padding, 0))
+    return sums, torch.bmm(m, (x > 0).float())
+
+
 def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
                      *, true_label: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> BatchStatistics:
     """One answer step (plus one backward when `true_label` is given, for attribution) with reducing hooks.
@@ -76,6 +104,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
     batch = adapter.to_device(batch)
     masks = batch.position_groups(groups)                       # [G, B, T]
     counts = masks.sum(-1).transpose(0, 1)                       # [B, G]
+    by_clip = masks.transpose(0, 1).contiguous()                 # [B, G, T]
+    real = batch.attention_mask.bool()
     B, G, L, N = batch.size, len(groups), adapter.n_layers, adapter.n_neurons
     dev = adapter.device
     sums = torch.zeros(B, G, L, N, device=dev)
@@ -94,9 +124,7 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                 answered[layer].append(a)
             return None
         seen.add(layer)
-        af = a.detach().float()
-        sums[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, af)
-        positive[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, (af > 0).float())
+        sums[:, :, layer], positive[:, :, layer] = masked_sums(a, real, by_clip)
         if true_label is not None:
             a.retain_grad()
             kept[layer] = a
@@ -112,7 +140,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
         attribution = None
         if true_label is not None:
             logp.gather(1, true_label.to(dev)[:, None]).sum().backward()
-            attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).float())
+            attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).masked_fill(
+                                           ~real[..., None], 0).float())
                                        + sum(((a * a.grad).float().sum(1) for a in answered[l]), torch.zeros((), device=dev))
                                        for l in range(L)], dim=1)
     denom = counts.clamp(min=1)[:, :, None, None]

@@ -127,3 +127,32 @@ def test_interventions_under_a_memory_budget_shrink_rows_per_forward(tiny_manife
     assert (table["predicted"] == reference["predicted"]).all()
     for label in adapter.labels:
         np.testing.assert_allclose(table[f"p_{label}"], reference[f"p_{label}"], atol=1e-5)
+
+
+# --- the reduction ---------------------------------------------------------------------------------
+
+def test_reduction_excludes_padding_even_when_it_holds_nan(tiny_adapter, tiny_manifest):
+    """Padded positions are excluded, not multiplied by 0: a NaN there (some attention kernels return it for fully
+    masked rows) leaves every statistic finite and equal to the one with zeros there; bf16 activations reduce to the
+    same float32 sums as their float32 copy."""
+    from esn.capture import masked_sums
+
+    batch = tiny_adapter.build_batch(_longest(tiny_manifest, 3)[0][::-1] + _longest(tiny_manifest, 24)[0][:1])
+    real = batch.attention_mask.bool()
+    assert not real.all(), "the batch must have padding"
+    masks = batch.position_groups(GROUPS).transpose(0, 1).contiguous()
+    a = torch.randn(*real.shape, 40)
+    poisoned = a.masked_fill(~real[..., None], float("nan"))
+    zeroed = a.masked_fill(~real[..., None], 0.0)
+    for x in (poisoned, poisoned.bfloat16()):
+        sums, positive = masked_sums(x, real, masks)
+        exact = zeroed.to(x.dtype).double()  # the same values, reduced in float64 by hand
+        ref_sums = torch.einsum("bgt,btn->bgn", masks.double(), exact)
+        ref_positive = torch.einsum("bgt,btn->bgn", masks.double(), (exact > 0).double())
+        assert sums.dtype == positive.dtype == torch.float32 and torch.isfinite(sums).all()
+        torch.testing.assert_close(sums.double(), ref_sums, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(positive.double(), ref_positive, atol=0, rtol=0)
+    # by hand: clip 0, audio group
+    pos = masks[0, 0].bool()
+    torch.testing.assert_close(masked_sums(poisoned, real, masks)[0][0, 0], a[0, pos].sum(0))
+    assert masked_sums(poisoned, real, masks)[1][0, 0].tolist() == (a[0, pos] > 0).sum(0).float().tolist()
