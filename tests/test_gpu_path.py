@@ -156,3 +156,139 @@ def test_reduction_excludes_padding_even_when_it_holds_nan(tiny_adapter, tiny_ma
     pos = masks[0, 0].bool()
     torch.testing.assert_close(masked_sums(poisoned, real, masks)[0][0, 0], a[0, pos].sum(0))
     assert masked_sums(poisoned, real, masks)[1][0, 0].tolist() == (a[0, pos] > 0).sum(0).float().tolist()
+
+
+# --- device placement on a simulated device (`SimulatedDevice`) ------------------------------------
+
+def _our_syncs(sim, module):
+    """Host syncs made by `module`'s own lines (not inside transformers)."""
+    return {site: n for site, n in sim.syncs.items() if site.startswith(module) and " via " not in site}
+
+
+def test_the_simulated_device_finds_planted_device_bugs():
+    """The checker can fail: a host tensor mixed into device math, `.numpy()` of a device tensor, a sync."""
+    from simulated_gpu import DEVICE, SimulatedDevice, on_device
+
+    layer = torch.nn.Linear(4, 4)
+    with SimulatedDevice(layer) as sim:
+        y = layer(torch.ones(2, 4).to(layer.weight.device))
+        assert on_device(y) and y.device == DEVICE
+        host = torch.ones(2, 4)
+        y + host                  # a device mismatch on a GPU
+        y.detach().numpy()        # TypeError on a GPU
+        float(y.detach().sum())   # the host waits
+        y.detach().cpu().numpy()  # fine: a host copy (one sync)
+    assert sum(sim.mixed.values()) == 1 and sum(sim.numpy.values()) == 1
+    assert sum(sim.syncs.values()) == 2 and sum(sim.copies.values()) == 1  # float() and .cpu(); the input's .to()
+
+
+@pytest.mark.parametrize("attribution,mode", [(True, "score"), (False, "generate")])
+def test_capture_runs_on_a_simulated_device(tiny_manifest, tmp_path, attribution, mode, one_thread):
+    """Capture (with attribution; with generation) never mixes devices nor reads a device tensor with `.numpy()`;
+    the reduction makes no host sync (none per layer): the batch's statistics reach the host in a fixed number of
+    copies, and the store equals the one made without the simulation."""
+    from simulated_gpu import SimulatedDevice
+
+    adapter = make_tiny_adapter(layers=3)
+    kw = dict(groups=GROUPS, batch_size=6, block_size=12, attribution=attribution, mode=mode, max_new_tokens=4)
+    capture(adapter, tiny_manifest, tmp_path / "host.zarr", **kw)
+    with SimulatedDevice(adapter.model) as sim:
+        capture(adapter, tiny_manifest, tmp_path / "device.zarr", **kw)
+    assert not sim.mixed and not sim.numpy, sim.report()
+    batches = len(tiny_manifest) // 6
+    ours = _our_syncs(sim, "capture.py")
+    assert not any("masked_sums" in s or "reduce" in s for s in sim.syncs), sim.syncs  # nothing per layer
+    assert sum(ours.values()) == (4 if attribution else 3) * batches, ours  # statistics, probabilities, counts (, attribution)
+    assert sum(sim.syncs.values()) <= (20 + 4 * kw["max_new_tokens"] * (mode == "generate")) * batches, sim.syncs
+    a, b = store.open_store(tmp_path / "host.zarr"), store.open_store(tmp_path / "device.zarr")
+    for v in ("mean_activation", "frac_positive", "label_prob") + (("attribution",) if attribution else ()):
+        np.testing.assert_allclose(a[v].values, b[v].values, atol=1e-6)
+    if mode == "generate":
+        assert list(a["generated"].values) == list(b["generated"].values)
+
+
+def test_every_intervention_mode_runs_on_a_simulated_device(tiny_manifest, one_thread):
+    """Deactivation, gain, knockout, mix and union (2-pass and oracle are read from gain rows), scored and generated:
+    no mismatch, no `.numpy()` of a device tensor; one host copy per decoder forward; each neuron set is copied to
+    the device once per job, not once per forward."""
+    from simulated_gpu import SimulatedDevice
+
+    from esn.interventions import injection_conditions
+
+    adapter = make_tiny_adapter(seed=2)
+    rng = np.random.default_rng(0)
+    L, N = adapter.n_layers, adapter.n_neurons
+    masks = {e: rng.random((L, N)) < 0.1 for e in ("neutral", "happy", "sad", "angry")}
+    conditions = (set_conditions({(e, "selected", 0.05, -1): m for e, m in masks.items()}, [4.0])
+                  + injection_conditions(masks, list(masks), [4.0], "selected", 0.05) + knockout_conditions(L, N))
+    reference = evaluate(adapter, tiny_manifest, conditions, batch_size=6, max_rows=24, mode="generate",
+                         max_new_tokens=3)
+    with SimulatedDevice(adapter.model) as sim:
+        table = evaluate(adapter, tiny_manifest, conditions, batch_size=6, max_rows=24, mode="generate",
+                         max_new_tokens=3)
+    assert not sim.mixed and not sim.numpy, sim.report()
+    assert set(table["mode"]) == {"none", "deactivate", "gain", "knockout", "inject"}
+    np.testing.assert_allclose(table["p_sad"], reference["p_sad"], atol=1e-6)
+    assert (table["generated"] == reference["generated"]).all()
+    batches, per_batch = len(tiny_manifest) // 6, -(-len(conditions) * 6 // 24)  # forwards of 24 rows per batch
+    copies = {s: n for s, n in sim.copies.items() if s.startswith("interventions.py")}
+    n_sets = len({id(idx) for c in conditions for idx in [*c.neurons.values(),
+                                                          *(i for s in c.by_label.values() for i in s.values())]})
+    assert sum(copies.values()) == n_sets, copies                        # once per job
+    host_copies = sum(n for s, n in _our_syncs(sim, "interventions.py").items())
+    assert host_copies == batches * (1 + per_batch), sim.syncs           # the unmodified pass + one per scoring forward
+    scorer = {s: n for s, n in sim.copies.items() if s.startswith("models/base.py") and "(on)" in s}
+    assert 0 < sum(scorer.values()) <= 6, sim.copies  # the scorer's index tensors: once per job, not per call
+    others = [s for s in sim.copies if s.startswith("models/base.py") and not any(
+        f"({f})" in s for f in ("on", "to_device", "<dictcomp>"))]
+    assert not others, sim.copies  # no other host-to-device copy in the adapter but the batch's inputs
+
+
+def test_label_scoring_through_the_kv_cache_on_a_simulated_device(one_thread):
+    """Multi-token labels: the prefix pass, its KV cache and the packed continuation, under per-row gains."""
+    from models_tiny import waves
+    from simulated_gpu import SimulatedDevice
+    from transformers import WhisperFeatureExtractor
+
+    from esn.interventions import score_conditions
+    from esn.models.qwen_omni import QwenOmniAdapter
+    from esn.organism import OrganismConfig, build_model, build_tokenizer
+
+    torch.manual_seed(0)
+    cfg = OrganismConfig(hidden=32, heads=2, kv_heads=1, mlp=96, layers=2, audio_d_model=32, audio_heads=2,
+                         audio_ffn=64, audio_layers=1)
+    tok = build_tokenizer(cfg.prompt, cfg.vocab_size, label_tokens=False)
+    adapter = QwenOmniAdapter(build_model(cfg, tok).eval(), tok, WhisperFeatureExtractor(feature_size=128),
+                              ["neutral", "sad", "sadness", "happy"], cfg.prompt, system_prompt=None)
+    assert not adapter.scorer.one_pass and adapter.scorer.end_token_id is not None
+    conditions = _conditions(adapter, n_pairs=2)
+    clips = waves([0.4, 1.4, 0.9])
+    reference = score_conditions(adapter, clips, conditions, max_rows=6)
+    with SimulatedDevice(adapter.model) as sim:
+        probs = score_conditions(adapter, clips, conditions, max_rows=6)
+        stats = batch_statistics(adapter, adapter.build_batch(clips), GROUPS, true_label=torch.tensor([0, 1, 2]))
+    assert not sim.mixed and not sim.numpy, sim.report()
+    np.testing.assert_allclose(probs, reference, atol=1e-6)
+    assert np.isfinite(stats.attribution).all()
+
+
+def test_kimi_path_runs_on_a_simulated_device(one_thread):
+    """Kimi-Audio through its FAKE (the real class needs CUDA and remote code): capture with attribution and
+    conditions as rows, no mismatch and no `.numpy()` of a device tensor."""
+    from models_tiny import PROMPT, build_kimi_fake, waves
+    from simulated_gpu import SimulatedDevice
+
+    from esn.interventions import score_conditions
+    from esn.models.kimi_audio import KimiAudioAdapter, KimiaPromptBuilder
+
+    model, manager = build_kimi_fake()
+    adapter = KimiAudioAdapter(model, KimiaPromptBuilder(manager), ["neutral", "happy", "sad", "angry"], PROMPT)
+    clips = waves([0.5, 1.0])
+    conditions = _conditions(adapter, n_pairs=2)
+    reference = score_conditions(adapter, clips, conditions, max_rows=4)
+    with SimulatedDevice(model) as sim:
+        probs = score_conditions(adapter, clips, conditions, max_rows=4)
+        stats = batch_statistics(adapter, adapter.build_batch(clips), GROUPS, true_label=torch.tensor([0, 1]))
+    assert not sim.mixed and not sim.numpy, sim.report()
+    np.testing.assert_allclose(probs, reference, atol=1e-6)
+    assert np.isfinite(stats.mean_activation).all() and np.abs(stats.attribution).sum() > 0
