@@ -12,7 +12,6 @@ generated predictions agree (store attribute `scored_generated_agreement`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from esn import store
 from esn.audio import load_16k_mono
-from esn.batching import Fit, in_pieces
+from esn.batching import Fit, Prefetcher, in_pieces
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
@@ -165,8 +164,10 @@ def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *, groups: list[str],
             batch_size: int = 16, dtype: str = "float32", attribution: bool = False, block_size: int = 256,
-            attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8) -> dict[str, Any]:
-    """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`)."""
+            attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8,
+            overlap: bool = True) -> dict[str, Any]:
+    """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`). `overlap`: prepare the
+    next batch on the host while the model runs the current one."""
     if mode not in ("score", "generate"):
         raise ValueError(f"unknown answer mode {mode!r}; choose score or generate")
     out = Path(out)
@@ -197,11 +198,17 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     pending: Future | None = None
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
 
-    def run(block: pd.DataFrame, piece: range) -> BatchStatistics:
-        rows = block.iloc[piece.start:piece.stop]
-        waves = [load_16k_mono(p) for p in rows["path"]]
+    def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
+        return adapter.build_batch([load_16k_mono(p) for p in utterances["path"].iloc[piece.start:piece.stop]])
+
+    # the next batch is prepared in the background while the model runs (not while generating: the tokenizer
+    # would be used from two threads at once)
+    prefetch = Prefetcher(prepare) if overlap and mode == "score" else None
+
+    def run(piece: range) -> BatchStatistics:
+        rows = utterances.iloc[piece.start:piece.stop]
         truth = torch.tensor([label_index[e] for e in rows["emotion"]]) if attribution else None
-        batch = adapter.build_batch(waves)
+        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
         stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
         if mode == "generate":
             with torch.no_grad():
@@ -213,8 +220,10 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
 
     try:
         for k in todo:
-            rows = utterances.iloc[layout.block(k)]
-            parts = in_pieces(functools.partial(run, rows), range(len(rows)), clips)
+            span = layout.block(k)
+            rows = utterances.iloc[span]
+            parts = in_pieces(run, range(span.start, span.stop), clips,
+                              ahead=None if prefetch is None else prefetch.ahead)
             block = _concat(parts)
             values = {name: getattr(block, name) for name in ("mean_activation", "frac_positive", "n_positions",
                                                               "label_prob", "attribution")}
@@ -235,8 +244,15 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     finally:
         bar.close()
         writer.shutdown(wait=True)
+        if prefetch is not None:
+            prefetch.close()
     g.attrs["batch_size_that_fit"] = str(clips.size)
     summary: dict[str, Any] = {}
+    if prefetch is not None:
+        summary["host_preparation_s"] = round(prefetch.prepare_s, 2)
+        summary["host_preparation_hidden"] = round(prefetch.hidden_share, 3)
+        log.info("host preparation %.1f s, %.0f %% of it hidden behind the model", prefetch.prepare_s,
+                 100 * prefetch.hidden_share)
     if mode == "generate":
         agree = g["predicted_generated"][:] == g["predicted"][:]  # the whole store, also blocks of a resumed run
         summary["scored_generated_agreement"] = round(float(agree.mean()), 4)

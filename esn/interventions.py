@@ -37,11 +37,11 @@ import torch
 from tqdm import tqdm
 
 from esn.audio import load_16k_mono
-from esn.batching import Fit, in_pieces
+from esn.batching import Fit, Prefetcher, in_pieces
 from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
-from esn.models.base import AudioLMAdapter, Embedded
+from esn.models.base import AudioLMAdapter, Batch, Embedded
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -245,9 +245,17 @@ def answer_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], cond
     `rows_fit.size`, which a job passes so that a size that overflowed once is never tried again)."""
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
-    rows_fit = Fit(max_rows, "rows per forward") if rows_fit is None else rows_fit
+    return answer_batch(adapter, adapter.build_batch(waveforms), conditions, mode=mode, max_new_tokens=max_new_tokens,
+                        rows_fit=Fit(max_rows, "rows per forward") if rows_fit is None else rows_fit, index=index)
+
+
+@torch.no_grad()
+def answer_batch(adapter: AudioLMAdapter, batch: Batch, conditions: list[Condition], *, mode: str = "score",
+                 max_new_tokens: int = 8, rows_fit: Fit, index: DeviceIndex | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`answer_conditions` for a batch already built on the host (e.g. by a `Prefetcher`)."""
     index = DeviceIndex(adapter.device) if index is None else index
-    batch = adapter.to_device(adapter.build_batch(waveforms))
+    batch = adapter.to_device(batch)
     embedded = adapter.embed(batch)
     base = adapter.label_probabilities(embedded)
     todo = [k for k, c in enumerate(conditions) if c.mode != "none"]
@@ -293,7 +301,7 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
-             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8
+             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8, overlap: bool = True
              ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
     with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
@@ -302,7 +310,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
     `mode="generate"` also decodes each (utterance, condition) greedily: columns `generated` (the text)
-    and `predicted_generated` (its parsed label, "other" when none is named).
+    and `predicted_generated` (its parsed label, "other" when none is named). `overlap`: prepare the next batch
+    on the host while the model runs the current one.
     """
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
@@ -316,10 +325,18 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     index = DeviceIndex(adapter.device)
     bar = tqdm(total=len(utterances), desc="intervene", unit="utt")
 
+    def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
+        return adapter.build_batch([load_16k_mono(p) for p in utterances["path"].iloc[piece.start:piece.stop]])
+
+    # the next batch is prepared in the background while the model runs (scoring only: generation decodes with
+    # the tokenizer, which must not be used from two threads at once)
+    prefetch = Prefetcher(prepare) if overlap and mode == "score" else None
+
     def run(piece: range) -> None:
         chunk = utterances.iloc[piece.start:piece.stop]
-        probs, texts = answer_conditions(adapter, [load_16k_mono(p) for p in chunk["path"]], flat, mode=mode,
-                                         max_new_tokens=max_new_tokens, rows_fit=rows_fit, index=index)
+        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
+        probs, texts = answer_batch(adapter, batch, flat, mode=mode, max_new_tokens=max_new_tokens, rows_fit=rows_fit,
+                                    index=index)
         speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
         for k, (c, key, p) in enumerate(zip(flat, owner, probs)):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
@@ -336,9 +353,13 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
         bar.update(len(chunk))
 
     try:
-        in_pieces(run, range(len(utterances)), clips)
+        in_pieces(run, range(len(utterances)), clips, ahead=None if prefetch is None else prefetch.ahead)
     finally:
         bar.close()
+        if prefetch is not None:
+            prefetch.close()
+            log.info("host preparation %.1f s, %.0f %% of it hidden behind the model", prefetch.prepare_s,
+                     100 * prefetch.hidden_share)
     for fit in (clips, rows_fit):
         if fit.size < fit.asked:
             log.warning("%d %s fit in GPU memory (asked %d)", fit.size, fit.what, fit.asked)
@@ -351,6 +372,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
                                    "utterance_id"], kind="stable").reset_index(drop=True)
         table.attrs["batch_size_that_fit"] = clips.size
         table.attrs["rows_per_forward_that_fit"] = rows_fit.size
+        if prefetch is not None:
+            table.attrs["host_preparation_hidden"] = round(prefetch.hidden_share, 3)
         tables[key] = table
     if mode == "generate":
         unmodified = next(iter(tables.values()))

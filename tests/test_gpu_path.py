@@ -292,3 +292,46 @@ def test_kimi_path_runs_on_a_simulated_device(one_thread):
     assert not sim.mixed and not sim.numpy, sim.report()
     np.testing.assert_allclose(probs, reference, atol=1e-6)
     assert np.isfinite(stats.mean_activation).all() and np.abs(stats.attribution).sum() > 0
+
+
+# --- host preparation overlapped with the device ----------------------------------------------------
+
+def test_prefetcher_uses_the_announced_piece_and_prepares_others_on_the_spot():
+    import threading
+
+    from esn.batching import Prefetcher
+
+    where = []
+
+    def prepare(piece):
+        where.append((piece.start, threading.current_thread().name.startswith("prefetch")))
+        if piece.start == 99:
+            raise ValueError("bad clip")
+        return list(piece)
+
+    p = Prefetcher(prepare)
+    p.ahead(range(0, 4))
+    assert p.get(range(0, 4)) == [0, 1, 2, 3]       # made in the background
+    p.ahead(range(4, 8))
+    assert p.get(range(4, 6)) == [4, 5]             # the size changed (a back-off): made here, now
+    p.ahead(range(99, 100))
+    with pytest.raises(ValueError, match="bad clip"):
+        p.get(range(99, 100))                        # the worker's error reaches the caller
+    p.close()
+    assert (0, True) in where and (4, False) in where and (99, True) in where
+    assert 0 <= p.hidden_share <= 1 and p.prepare_s > 0
+
+
+def test_capture_and_interventions_with_overlap_equal_the_serial_run(tiny_adapter, tiny_manifest, tmp_path, one_thread):
+    """Preparing the next batch in the background changes no number; it reports how much of it was hidden."""
+    kw = dict(groups=GROUPS, batch_size=5, block_size=12, attribution=True)
+    serial = capture(tiny_adapter, tiny_manifest, tmp_path / "serial.zarr", overlap=False, **kw)
+    overlapped = capture(tiny_adapter, tiny_manifest, tmp_path / "overlap.zarr", overlap=True, **kw)
+    assert "host_preparation_hidden" not in serial and 0 <= overlapped["host_preparation_hidden"] <= 1
+    a, b = store.open_store(tmp_path / "serial.zarr"), store.open_store(tmp_path / "overlap.zarr")
+    for v in ("mean_activation", "frac_positive", "attribution", "label_prob", "n_positions"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    conditions = _conditions(tiny_adapter, n_pairs=2)
+    t1 = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=5, max_rows=20, overlap=False)
+    t2 = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=5, max_rows=20, overlap=True)
+    assert t1.equals(t2) and "host_preparation_hidden" in t2.attrs
