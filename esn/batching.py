@@ -53,6 +53,42 @@ class Fit:
                     self.size)
 
 
+#: Decoder memory beyond the weights, in bytes per token of the padded batch, for each way of running the model:
+#: (per decoder layer, fixed), each as (bytes per hidden unit, bytes per MLP neuron), in bf16. The largest of the
+#: three families (Qwen2.5-Omni, Audio Flamingo 3, Qwen2-Audio; within 10 % of each other) measured by
+#: `benchmarks/memory_per_token.py` on tiny bf16 models of the real classes (peaks of live tensor storage at 2 and
+#: 4 layers, three sizes; benchmarks/out/memory_per_token.json, 2026-12-05). Not counted: kernel workspaces and
+#: the allocator's rounding (hence `token_budget`'s fill factor), the audio tower (it runs before the decoder).
+#: Generation's per-layer term is the tiny models' KV cache (half as many KV heads as heads): a 7B's is smaller.
+MEMORY_PER_TOKEN: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "score": ((0.0, 0.0), (9.5, 6.1)),
+    "capture": ((0.0, 0.2), (9.4, 13.2)),
+    "attribution": ((20.5, 6.4), (11.2, 7.1)),
+    "generate": ((2.0, 0.0), (9.2, 6.2)),
+}
+
+
+def bytes_per_token(way: str, layers: int, hidden: int, mlp: int, dtype_bytes: int = 2) -> float:
+    """Decoder memory per token of a batch (`MEMORY_PER_TOKEN`) for `way` at a model's shape and dtype."""
+    (lh, lm), (fh, fm) = MEMORY_PER_TOKEN[way]
+    return (layers * (lh * hidden + lm * mlp) + fh * hidden + fm * mlp) * dtype_bytes / 2
+
+
+def token_budget(model: torch.nn.Module, layers: int, hidden: int, mlp: int, way: str, *,
+                 free_bytes: int | None = None, fill: float = 0.6) -> tuple[int | None, str]:
+    """Tokens per batch (clips × padded length) that fit in `fill` of the device's free memory, and how that was
+    found; None where the free memory is unknown (a CPU: batches are then counted in clips)."""
+    param = next(model.parameters())
+    if free_bytes is None:
+        if param.device.type != "cuda":
+            return None, "no device memory to size batches by (CPU)"
+        free_bytes = torch.cuda.mem_get_info(param.device)[0]
+    per_token = bytes_per_token(way, layers, hidden, mlp, param.element_size())
+    budget = max(1, int(fill * free_bytes / per_token))
+    return budget, (f"{budget} tokens = {fill} x {free_bytes / 2**30:.1f} GiB free / {per_token / 2**10:.1f} KiB "
+                    f"per token ({way}, MEMORY_PER_TOKEN)")
+
+
 def free_device_memory() -> None:
     """Return freed blocks to the device (call with no reference to the failed attempt left)."""
     gc.collect()  # cycles between frames and closures of the failed call
@@ -60,12 +96,29 @@ def free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def piece_size(size: int, n_items: int, start: int, *, unit: int = 1, tokens: Sequence[int] | None = None,
+               max_items: int | None = None) -> int:
+    """How many items from `start` the next piece holds under a size limit of `size` (see `in_pieces`)."""
+    if tokens is None:
+        return min(size if size < unit else size // unit * unit, n_items - start)
+    n, longest = 1, tokens[start]
+    while start + n < n_items and n < (max_items or n_items):
+        longest = max(longest, tokens[start + n])
+        if (n + 1) * longest > size:
+            break
+        n += 1
+    return n
+
+
 def in_pieces(fn: Callable[[Sequence[Item]], T], items: Sequence[Item], fit: Fit, *, unit: int = 1,
-              ahead: Callable[[Sequence[Item]], None] | None = None) -> list[T]:
+              ahead: Callable[[Sequence[Item]], None] | None = None, tokens: Sequence[int] | None = None,
+              max_items: int | None = None) -> list[T]:
     """`fn` over consecutive pieces of `items`, each of at most `fit.size`, in order; a piece that runs out of
     device memory is retried at half its size once the failed attempt is gone (`fit` remembers the size).
     `ahead(next_piece)` is told the piece that will follow (at the current size) before each piece runs, so its
     host preparation can start (`Prefetcher`).
+    `tokens` (one per item, items sorted by length): `fit.size` is then a token budget, and a piece holds as many
+    items as fit in it once padded to the piece's longest (at least one, at most `max_items`).
 
     `unit`: while `fit.size` >= `unit`, pieces hold whole multiples of it (e.g. all rows of a condition), so a run
     that never overflows cuts the work exactly as before; below it, any size. A piece of one item that does not
@@ -75,7 +128,7 @@ def in_pieces(fn: Callable[[Sequence[Item]], T], items: Sequence[Item], fit: Fit
     i = 0
 
     def size(start: int) -> int:
-        return min(fit.size if fit.size < unit else fit.size // unit * unit, len(items) - start)
+        return piece_size(fit.size, len(items), start, unit=unit, tokens=tokens, max_items=max_items)
 
     while i < len(items):
         n = size(i)
@@ -89,7 +142,7 @@ def in_pieces(fn: Callable[[Sequence[Item]], T], items: Sequence[Item], fit: Fit
         except torch.cuda.OutOfMemoryError:
             if n == 1:
                 raise
-            fit.overflowed(n)
+            fit.overflowed(n if tokens is None else n * max(tokens[i:i + n]))
         # here the exception and the failed call's frames are released: the retry starts with their memory free
         free_device_memory()
     return out
@@ -107,7 +160,7 @@ class Prefetcher(Generic[Prepared]):
     def __init__(self, prepare: Callable[[range], Prepared]):
         self.prepare = prepare
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self._ahead: tuple[tuple[int, int], Future] | None = None
+        self._ahead: dict[tuple[int, int], Future] = {}
         self.prepare_s = self.wait_s = 0.0
 
     def _timed(self, piece: range) -> tuple[Prepared, float]:
@@ -115,14 +168,17 @@ class Prefetcher(Generic[Prepared]):
         return self.prepare(piece), time.perf_counter() - t0
 
     def ahead(self, piece: range) -> None:
-        self._ahead = ((piece.start, piece.stop), self._pool.submit(self._timed, piece))
+        if (piece.start, piece.stop) not in self._ahead:
+            self._ahead[(piece.start, piece.stop)] = self._pool.submit(self._timed, piece)
 
     def get(self, piece: range) -> Prepared:
         t0 = time.perf_counter()
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == (piece.start, piece.stop):
-            out, spent = ahead[1].result()
-        else:
+        future = self._ahead.pop((piece.start, piece.stop), None)
+        for key in [k for k in self._ahead if k[0] <= piece.start]:  # announced at another size: never asked
+            self._ahead.pop(key).cancel()
+        if future is not None:
+            out, spent = future.result()
+        else:  # not announced, or announced at another size (after a back-off)
             out, spent = self._timed(piece)
         self.wait_s += time.perf_counter() - t0
         self.prepare_s += spent

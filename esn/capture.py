@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from esn import store
 from esn.audio import load_16k_mono
-from esn.batching import Fit, Prefetcher, in_pieces
+from esn.batching import Fit, Prefetcher, in_pieces, piece_size, token_budget
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
@@ -157,6 +157,17 @@ def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
                                        "generated")])
 
 
+def clip_tokens(adapter: AudioLMAdapter, durations: np.ndarray) -> np.ndarray:
+    """Each clip's sequence length (prompt + audio tokens), interpolated between those of the shortest and the
+    longest clip (built on silence of that length): what batches sized by tokens need before any batch is built."""
+    lo, hi = float(durations.min()), float(durations.max())
+    length = [int(adapter.build_batch([np.zeros(max(1, round(d * 16000)), dtype=np.float32)]).attention_mask.shape[1])
+              for d in (lo, hi)]
+    if hi == lo:
+        return np.full(len(durations), length[0])
+    return np.ceil(length[0] + (durations - lo) * (length[1] - length[0]) / (hi - lo)).astype(int)
+
+
 def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
     """Utterances sorted by duration (then id): the store's order, so blocks are length buckets."""
     return manifest.sort_values(["duration_s", "utterance_id"], kind="stable").reset_index(drop=True)
@@ -165,9 +176,11 @@ def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
 def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *, groups: list[str],
             batch_size: int = 16, dtype: str = "float32", attribution: bool = False, block_size: int = 256,
             attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8,
-            overlap: bool = True) -> dict[str, Any]:
+            overlap: bool = True, batch_tokens: int | str | None = None) -> dict[str, Any]:
     """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`). `overlap`: prepare the
-    next batch on the host while the model runs the current one."""
+    next batch on the host while the model runs the current one. `batch_tokens`: size batches by tokens (clips ×
+    padded length, at most `batch_size` clips) instead of clips — a number, or "auto" for what fits in the device's
+    free memory by the per-token model (`esn.batching.token_budget`; on a CPU, batches stay counted in clips)."""
     if mode not in ("score", "generate"):
         raise ValueError(f"unknown answer mode {mode!r}; choose score or generate")
     out = Path(out)
@@ -193,7 +206,17 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     label_index = {l: i for i, l in enumerate(adapter.labels)}
     torch_dtype = getattr(torch, dtype)
     t0, n_done = time.time(), 0
-    clips = Fit(batch_size, "clips per batch")  # shrinks on out-of-memory, for the rest of the job
+    way = "attribution" if attribution else "generate" if mode == "generate" else "capture"
+    budget, how = (batch_tokens, "configured") if isinstance(batch_tokens, int) else (None, "")
+    if batch_tokens == "auto":
+        mlp = adapter.decoder_layers()[0].mlp
+        budget, how = token_budget(adapter.model, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons, way)
+        log.info("batch size: %s", how)
+    tokens = None if budget is None else clip_tokens(adapter, utterances["duration_s"].to_numpy(dtype=float))
+    # shrinks on out-of-memory, for the rest of the job
+    clips = Fit(batch_size, "clips per batch") if budget is None else Fit(budget, "tokens per batch")
+    if budget is not None:
+        g.attrs.update({"batch_tokens": str(budget), "batch_tokens_source": how})
     writer = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
@@ -219,11 +242,16 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
         return stats
 
     try:
-        for k in todo:
+        for j, k in enumerate(todo):
             span = layout.block(k)
             rows = utterances.iloc[span]
-            parts = in_pieces(run, range(span.start, span.stop), clips,
-                              ahead=None if prefetch is None else prefetch.ahead)
+            parts = in_pieces(run, range(span.start, span.stop), clips, max_items=batch_size,
+                              tokens=None if tokens is None else tokens[span], ahead=prefetch and prefetch.ahead)
+            if prefetch is not None and j + 1 < len(todo):  # the next block's first batch, while this one is stored
+                after = layout.block(todo[j + 1])
+                n = piece_size(clips.size, after.stop - after.start, 0, max_items=batch_size,
+                               tokens=None if tokens is None else tokens[after])
+                prefetch.ahead(range(after.start, after.start + n))
             block = _concat(parts)
             values = {name: getattr(block, name) for name in ("mean_activation", "frac_positive", "n_positions",
                                                               "label_prob", "attribution")}
@@ -246,7 +274,8 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
         writer.shutdown(wait=True)
         if prefetch is not None:
             prefetch.close()
-    g.attrs["batch_size_that_fit"] = str(clips.size)
+    fitted = {"batch_size_that_fit" if budget is None else "batch_tokens_that_fit": clips.size}
+    g.attrs.update({k: str(v) for k, v in fitted.items()})
     summary: dict[str, Any] = {}
     if prefetch is not None:
         summary["host_preparation_s"] = round(prefetch.prepare_s, 2)
@@ -262,5 +291,5 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
-            "batch_size_that_fit": clips.size, "seconds": round(elapsed, 2),
+            **fitted, "seconds": round(elapsed, 2),
             "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2), **summary}

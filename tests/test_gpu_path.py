@@ -335,3 +335,64 @@ def test_capture_and_interventions_with_overlap_equal_the_serial_run(tiny_adapte
     t1 = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=5, max_rows=20, overlap=False)
     t2 = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=5, max_rows=20, overlap=True)
     assert t1.equals(t2) and "host_preparation_hidden" in t2.attrs
+
+
+# --- batches sized by tokens -------------------------------------------------------------------------
+
+def test_pieces_by_tokens_fill_the_budget_in_order_and_shrink_on_overflow():
+    tokens = [10, 10, 12, 20, 20, 30, 30, 30, 90]
+    seen = []
+
+    def fn(piece):
+        if len(piece) > 1 and len(piece) * max(tokens[i] for i in piece) > 50:  # one clip always fits here
+            raise torch.cuda.OutOfMemoryError("simulated")
+        seen.append(list(piece))
+        return len(piece)
+
+    fit = Fit(80, "tokens per batch")
+    in_pieces(fn, range(len(tokens)), fit, tokens=tokens, max_items=4)
+    assert [i for p in seen for i in p] == list(range(len(tokens)))        # every item once, in order
+    assert all(len(p) == 1 or len(p) * max(tokens[i] for i in p) <= 50 for p in seen)
+    assert all(len(p) <= 4 for p in seen) and fit.overflows >= 1 and fit.size <= 50
+    assert len(seen[-1]) == 1 and tokens[seen[-1][0]] == 90               # a clip longer than the budget runs alone
+
+
+def test_token_budget_follows_free_memory_and_the_per_token_model(tiny_adapter):
+    from esn.batching import bytes_per_token, token_budget
+
+    mlp = tiny_adapter.decoder_layers()[0].mlp
+    shape = (tiny_adapter.n_layers, mlp.gate_proj.in_features, tiny_adapter.n_neurons)
+    assert token_budget(tiny_adapter.model, *shape, "attribution")[0] is None  # CPU: nothing to size by
+    one, _ = token_budget(tiny_adapter.model, *shape, "attribution", free_bytes=2**30)
+    two, _ = token_budget(tiny_adapter.model, *shape, "attribution", free_bytes=2**31)
+    plain, _ = token_budget(tiny_adapter.model, *shape, "score", free_bytes=2**30)
+    per_token = bytes_per_token("attribution", *shape, dtype_bytes=4)
+    assert one * per_token <= 0.6 * 2**30 < (one + 1) * per_token and abs(two - 2 * one) <= 1
+    assert plain > one  # attribution keeps every layer's activations: fewer tokens fit
+    assert bytes_per_token("attribution", 28, 3584, 18944) > 10 * bytes_per_token("score", 28, 3584, 18944)
+
+
+def test_capture_with_batches_sized_by_tokens_equals_counted_batches(tiny_adapter, tiny_manifest, tmp_path,
+                                                                     monkeypatch, one_thread):
+    import esn.capture as cap
+
+    kw = dict(groups=GROUPS, batch_size=8, block_size=12, attribution=True)
+    capture(tiny_adapter, tiny_manifest, tmp_path / "count.zarr", **kw)
+    sizes, real = [], cap.batch_statistics
+
+    def record(adapter, batch, *a, **k):
+        sizes.append(tuple(batch.attention_mask.shape))
+        return real(adapter, batch, *a, **k)
+
+    monkeypatch.setattr(cap, "batch_statistics", record)
+    budget = 150
+    summary = capture(tiny_adapter, tiny_manifest, tmp_path / "tokens.zarr", batch_tokens=budget, **kw)
+    assert all(b == 1 or b * t <= budget + b for b, t in sizes), sizes  # the estimate may miss by a token a clip
+    assert len({b for b, _ in sizes}) > 1 and max(b for b, _ in sizes) <= 8  # longer clips, fewer per batch
+    assert summary["batch_tokens_that_fit"] == budget
+    a, b = store.open_store(tmp_path / "count.zarr"), store.open_store(tmp_path / "tokens.zarr")
+    assert b.attrs["batch_tokens"] == str(budget) and b.attrs["batch_tokens_source"] == "configured"
+    for v in ("mean_activation", "frac_positive", "attribution", "label_prob"):
+        np.testing.assert_allclose(a[v].values, b[v].values, atol=1e-5, rtol=1e-4)
+    auto = capture(tiny_adapter, tiny_manifest, tmp_path / "auto.zarr", batch_tokens="auto", **kw)
+    assert auto["batch_size_that_fit"] == 8  # no device memory to size by on a CPU: counted batches
