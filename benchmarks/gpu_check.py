@@ -10,10 +10,11 @@ records its error and lets the next one run: a run cut short still reports what 
   capture       reducing hooks + one host copy vs a plain scoring forward            goal <= 1.05x
   reduction     one layer's reduction at the 7B shape, before/after, vs its MLP forward; float32 sums vs float64
   memory        peak device memory per token: scoring, capture, capture with attribution, generation
+  token_budget  the batch `esn.batching.token_budget` chooses in `--oom-budget-gib` must fit; its peak vs the model
   sweep         per (utterance, condition): batched conditions vs decoder-only        goal <= 1.1x
                 one full forward per condition vs batched                             goal >= 1.5x
                 `generate(8 tokens)` per condition vs batched                         goal >= 2.5x
-  oom_capture   capture with attribution asked for `--oom-margin` x the clips that the per-token memory model says
+  oom_capture   capture with attribution asked for `--oom-margin` x the clips that the per-token model says
                 fit in `--oom-budget-gib` (the card limited to that with `set_per_process_memory_fraction`; on CPU
                 a simulated limit): the back-off must converge (few overflows, then every piece fits) and give the
                 statistics of a run that fits
@@ -41,7 +42,7 @@ from bench_reduction import reduction_costs
 from common import OUT, SHAPES, clips, device_info, random_thinker, thinker_config, timed
 from transformers import WhisperFeatureExtractor
 
-from esn.batching import Fit, free_device_memory, in_pieces
+from esn.batching import Fit, bytes_per_token, free_device_memory, in_pieces, token_budget
 from esn.capture import _concat, batch_statistics
 from esn.generation import generate_answers
 from esn.interventions import answer_conditions
@@ -57,7 +58,7 @@ RUN = {"omni7b": dict(clips=16, seconds=5.0, conditions=16, max_rows=256, oom_se
                       oom_margin=2.5, oom_rows=2048),
        "tiny": dict(clips=8, seconds=2.0, conditions=8, max_rows=64, oom_seconds=2.0, oom_budget_gib=0.02,
                     oom_margin=2.5, oom_rows=64)}
-CHECKS = ("capture", "reduction", "memory", "sweep", "oom_capture", "oom_rows", "batching")
+CHECKS = ("capture", "reduction", "memory", "token_budget", "sweep", "oom_capture", "oom_rows", "batching")
 BATCHING_TOLERANCE = 0.02
 
 
@@ -83,10 +84,11 @@ def check_capture(adapter: QwenOmniAdapter, waves: list[np.ndarray]) -> dict:
             "pass": t_capture / t_plain <= 1.05}
 
 
-#: Saved activations for attribution, bytes per token per decoder layer, measured on tiny bf16 thinkers (issue 27):
-#: 72.7 * hidden + 12 * MLP width. At the 7B shape: ~13 MiB per token over 28 layers.
-def attribution_bytes_per_token(hidden: int, mlp: int, layers: int) -> float:
-    return layers * (72.7 * hidden + 12 * mlp)
+def model_bytes_per_token(adapter: QwenOmniAdapter, way: str) -> float:
+    """`esn.batching.bytes_per_token` (the per-token model measured on tiny bf16 models) at this model's shape."""
+    mlp = adapter.decoder_layers()[0].mlp
+    return bytes_per_token(way, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons,
+                           next(adapter.model.parameters()).element_size())
 
 
 @contextmanager
@@ -103,8 +105,7 @@ def memory_budget(adapter: QwenOmniAdapter, budget: float, on_gpu: bool) -> Iter
         finally:
             torch.cuda.set_per_process_memory_fraction(1.0)
         return
-    per_token = attribution_bytes_per_token(adapter.model.config.text_config.hidden_size, adapter.n_neurons,
-                                            adapter.n_layers)
+    per_token = model_bytes_per_token(adapter, "attribution")
 
     def hook(_m, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -123,8 +124,7 @@ def check_oom_capture(adapter: QwenOmniAdapter, seconds: float, budget_gib: floa
     capture must back off (after the failed attempt is freed), keep the size that fit, and finish."""
     budget = budget_gib * 2**30
     tokens = int(adapter.build_batch(clips(1, seconds)).attention_mask.shape[1])
-    per_clip = attribution_bytes_per_token(adapter.model.config.text_config.hidden_size, adapter.n_neurons,
-                                           adapter.n_layers) * tokens
+    per_clip = model_bytes_per_token(adapter, "attribution") * tokens
     fits = max(1, int(budget // per_clip))
     asked = max(2, math.ceil(margin * fits))
     waves = clips(asked, seconds)
@@ -179,6 +179,32 @@ def check_oom_rows(adapter: QwenOmniAdapter, n_clips: int, seconds: float, rows:
             "pass": bool(np.isfinite(probs).all()) and rows_fit.size < rows}
 
 
+def check_token_budget(adapter: QwenOmniAdapter, seconds: float, budget_gib: float) -> dict:
+    """Batches sized by `esn.batching.token_budget` (the per-token model measured on tiny models) in a memory
+    budget: the batch it chooses for attribution must fit, and the measured peak says how close the model is."""
+    budget = budget_gib * 2**30
+    mlp = adapter.decoder_layers()[0].mlp
+    shape = (adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons)
+    out = {"budget_GiB": budget_gib, "seconds_per_clip": seconds}
+    for way in ("attribution", "capture"):
+        tokens, how = token_budget(adapter.model, *shape, way, free_bytes=int(budget))
+        per_clip = int(adapter.build_batch(clips(1, seconds)).attention_mask.shape[1])
+        n = max(1, tokens // per_clip)
+        waves = clips(n, seconds)
+        batch = adapter.build_batch(waves)
+        free_device_memory()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with memory_budget(adapter, budget, True):
+            batch_statistics(adapter, batch, GROUPS, true_label=(torch.arange(n) % len(LABELS)) if way == "attribution"
+                             else None)
+        peak = torch.cuda.max_memory_allocated() - base
+        out[way] = {"token_budget": tokens, "how": how, "clips": n, "peak_GiB": round(peak / 2**30, 2),
+                    "peak_over_model": round(peak / (tokens * bytes_per_token(way, *shape)), 3)}
+    out["pass"] = True  # reaching here: no out-of-memory error at the chosen sizes
+    return out
+
+
 def check_memory(adapter: QwenOmniAdapter, waves: list[np.ndarray]) -> dict:
     """Peak device memory above the weights, per token of the batch, for each way a study runs the model."""
     batch = adapter.to_device(adapter.build_batch(waves))
@@ -194,7 +220,7 @@ def check_memory(adapter: QwenOmniAdapter, waves: list[np.ndarray]) -> dict:
         generate_answers(adapter, adapter.embed(batch), max_new_tokens=8)
 
     ways = {"score": score, "capture": lambda: batch_statistics(adapter, batch, GROUPS),
-            "capture_attribution": lambda: batch_statistics(adapter, batch, GROUPS, true_label=truth),
+            "attribution": lambda: batch_statistics(adapter, batch, GROUPS, true_label=truth),
             "generate": generate}
     out = {"tokens": tokens, "clips": len(waves)}
     for name, fn in ways.items():
@@ -203,8 +229,7 @@ def check_memory(adapter: QwenOmniAdapter, waves: list[np.ndarray]) -> dict:
         base = torch.cuda.memory_allocated()
         fn()
         out[f"{name}_KiB_per_token"] = round((torch.cuda.max_memory_allocated() - base) / tokens / 2**10, 1)
-    out["model_attribution_KiB_per_token"] = round(attribution_bytes_per_token(
-        adapter.model.config.text_config.hidden_size, adapter.n_neurons, adapter.n_layers) / 2**10, 1)
+        out[f"{name}_model_KiB_per_token"] = round(model_bytes_per_token(adapter, name) / 2**10, 1)
     return out
 
 
@@ -284,6 +309,8 @@ def main() -> None:
     todo = {"capture": lambda: check_capture(adapter, waves),
             "reduction": lambda: reduction_costs(device=args.device, dtype=getattr(torch, args.dtype)),
             "memory": (lambda: check_memory(adapter, waves)) if on_gpu else (lambda: {"skipped": "needs a GPU"}),
+            "token_budget": (lambda: check_token_budget(adapter, run["oom_seconds"], run["oom_budget_gib"])) if on_gpu
+            else (lambda: {"skipped": "needs a GPU"}),
             "sweep": sweep,
             "oom_capture": lambda: check_oom_capture(adapter, run["oom_seconds"], run["oom_budget_gib"],
                                                      run["oom_margin"], on_gpu),
