@@ -372,8 +372,6 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
                                    "utterance_id"], kind="stable").reset_index(drop=True)
         table.attrs["batch_size_that_fit"] = clips.size
         table.attrs["rows_per_forward_that_fit"] = rows_fit.size
-        if prefetch is not None:
-            table.attrs["host_preparation_hidden"] = round(prefetch.hidden_share, 3)
         tables[key] = table
     if mode == "generate":
         unmodified = next(iter(tables.values()))
