@@ -36,6 +36,10 @@ class Fit:
 
     size: int
     what: str = "items"
+    #: `size` counts tokens (items × padded length), not items
+    tokens: bool = False
+    #: at most this many items a piece, whatever the size (by tokens)
+    max_items: int | None = None
     asked: int = field(init=False)
     tried: list[int] = field(default_factory=list)  #: every attempted piece size, in order (what ran and what failed)
     overflows: int = 0

@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from esn.audio import load_16k_mono
-from esn.batching import Fit, Prefetcher, in_pieces
+from esn.batching import Fit, Prefetcher, in_pieces, token_budget
 from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
@@ -231,7 +231,9 @@ def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list
                                    index)):
             return list(run(embedded.select(picked)))
 
-    flat = [r for piece in in_pieces(forward, range(len(conditions) * B), rows_fit, unit=B) for r in piece]
+    R, T = len(conditions) * B, embedded.inputs_embeds.shape[1]
+    flat = [r for piece in in_pieces(forward, range(R), rows_fit, unit=B, tokens=[T] * R if rows_fit.tokens else None,
+                                     max_items=rows_fit.max_items) for r in piece]
     return [flat[k * B:(k + 1) * B] for k in range(len(conditions))]
 
 
@@ -301,8 +303,8 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
-             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8, overlap: bool = True
-             ) -> pd.DataFrame | dict[str, pd.DataFrame]:
+             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8, overlap: bool = True,
+             batch_tokens: int | str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
     with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
     scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
@@ -311,7 +313,9 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
     `mode="generate"` also decodes each (utterance, condition) greedily: columns `generated` (the text)
     and `predicted_generated` (its parsed label, "other" when none is named). `overlap`: prepare the next batch
-    on the host while the model runs the current one.
+    on the host while the model runs the current one. `batch_tokens`: size decoder forwards by tokens (rows ×
+    prompt length, at most `max_rows` rows) — a number, or "auto" for what fits in the GPU's free memory by the
+    per-token model (`esn.batching.token_budget`; on a CPU, forwards stay counted in rows).
     """
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
@@ -321,7 +325,15 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     utterances = store_order(manifest)
     frames: dict[str, list[pd.DataFrame]] = {key: [] for key in groups}
     clips = Fit(batch_size, "clips per batch")     # shrinks when the audio tower or the unmodified pass overflows
-    rows_fit = Fit(max_rows, "rows per forward")    # shrinks when a forward of conditions overflows
+    # rows per decoder forward (or tokens: rows × prompt length, by `batch_tokens`); shrinks when a forward overflows
+    budget, how = (batch_tokens, "configured") if isinstance(batch_tokens, int) else (None, "")
+    if batch_tokens == "auto":
+        mlp = adapter.decoder_layers()[0].mlp
+        budget, how = token_budget(adapter.model, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons,
+                                   "generate" if mode == "generate" else "score")
+        log.info("rows per forward: %s (at most %d)", how, max_rows)
+    rows_fit = Fit(max_rows, "rows per forward") if budget is None else Fit(budget, "tokens per forward", tokens=True,
+                                                                             max_items=max_rows)
     index = DeviceIndex(adapter.device)
     bar = tqdm(total=len(utterances), desc="intervene", unit="utt")
 
@@ -371,7 +383,7 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
         table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
                                    "utterance_id"], kind="stable").reset_index(drop=True)
         table.attrs["batch_size_that_fit"] = clips.size
-        table.attrs["rows_per_forward_that_fit"] = rows_fit.size
+        table.attrs["tokens_per_forward_that_fit" if rows_fit.tokens else "rows_per_forward_that_fit"] = rows_fit.size
         tables[key] = table
     if mode == "generate":
         unmodified = next(iter(tables.values()))

@@ -396,3 +396,21 @@ def test_capture_with_batches_sized_by_tokens_equals_counted_batches(tiny_adapte
         np.testing.assert_allclose(a[v].values, b[v].values, atol=1e-5, rtol=1e-4)
     auto = capture(tiny_adapter, tiny_manifest, tmp_path / "auto.zarr", batch_tokens="auto", **kw)
     assert auto["batch_size_that_fit"] == 8  # no device memory to size by on a CPU: counted batches
+
+
+def test_intervention_forwards_sized_by_tokens_equal_counted_ones(tiny_manifest, monkeypatch, one_thread):
+    """Rows per decoder forward from a token budget (rows × prompt length): smaller forwards for longer clips, at
+    most `max_rows` rows, and the same table."""
+    adapter = make_tiny_adapter(seed=1)
+    conditions = _conditions(adapter)
+    reference = evaluate(adapter, tiny_manifest, conditions, batch_size=4, max_rows=32)
+    shapes = []
+    adapter.decoder.register_forward_pre_hook(lambda _m, _a, kw: shapes.append(tuple(kw["inputs_embeds"].shape[:2])),
+                                              with_kwargs=True)
+    table = evaluate(adapter, tiny_manifest, conditions, batch_size=4, max_rows=32, batch_tokens=600)
+    conditioned = [s for s in shapes if s[0] != 4]  # not the unmodified pass of each batch's 4 clips
+    assert all(r * t <= 600 and r <= 32 for r, t in conditioned) and len({r for r, _ in conditioned}) > 1, shapes
+    assert table.attrs["tokens_per_forward_that_fit"] == 600
+    for label in adapter.labels:
+        np.testing.assert_allclose(table[f"p_{label}"], reference[f"p_{label}"], atol=1e-5)
+    assert (table["predicted"] == reference["predicted"]).all()
