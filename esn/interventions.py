@@ -187,28 +187,28 @@ class DeviceIndex:
         return self._copies[key][1]
 
 
-def _scales(conditions: list[Condition], clips: range, n_neurons: int, device: torch.device,
+def _scales(row_conditions: list[Condition], rows: range, B: int, n_neurons: int, device: torch.device,
             base: torch.Tensor | None, index: DeviceIndex) -> dict[int, torch.Tensor]:
-    """Per-layer scale tensors [rows, N] for a forward whose row r is clip `clips[r] % B` under `conditions[r]`
-    (consecutive rows share a condition); layers no condition touches are absent.
+    """Per-layer scale tensors [len(rows), N] for a forward over `rows` of the condition-major (condition, clip)
+    grid: row r is clip r % B under `row_conditions[r - rows.start]` (consecutive rows share a condition); layers
+    no condition touches are absent.
 
     `base` [B, labels]: the unmodified model's label probabilities per clip, which `mix` rows need."""
-    layers = sorted({l for c in conditions for l in c.neurons} | {l for c in conditions for s in c.by_label.values()
-                                                                  for l in s})
-    scales = {l: torch.ones(len(conditions), n_neurons, device=device) for l in layers}
+    layers = sorted({l for c in row_conditions for l in c.neurons}
+                    | {l for c in row_conditions for s in c.by_label.values() for l in s})
+    scales = {l: torch.ones(len(row_conditions), n_neurons, device=device) for l in layers}
     start = 0
-    while start < len(conditions):  # one run of rows per condition
-        c = conditions[start]
+    while start < len(row_conditions):  # one run of rows per condition
+        c = row_conditions[start]
         stop = start + 1
-        while stop < len(conditions) and conditions[stop] is c:
+        while stop < len(row_conditions) and row_conditions[stop] is c:
             stop += 1
         for l, idx in c.neurons.items():
             scales[l][start:stop, index(idx)] = c.scale
         if c.by_label:  # mix: 1 + α·Σ_e p(e|clip) over the sets holding the neuron
-            B = base.shape[0]
-            rows = torch.arange(clips[start] % B, clips[start] % B + stop - start, device=device) % B
+            clip = torch.arange(rows.start + start, rows.start + stop, device=device) % B
             for label, sets in c.by_label.items():
-                weight = c.alpha * base[rows, label][:, None]
+                weight = c.alpha * base[clip, label][:, None]
                 for l, idx in sets.items():
                     scales[l][start:stop, index(idx)] += weight
         start = stop
@@ -227,8 +227,8 @@ def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list
 
     def forward(rows: range) -> list:
         picked = torch.arange(rows.start, rows.stop, device=adapter.device) % B
-        with scaled(sites, _scales([conditions[r // B] for r in rows], rows, adapter.n_neurons, adapter.device, base,
-                                   index)):
+        with scaled(sites, _scales([conditions[r // B] for r in rows], rows, B, adapter.n_neurons, adapter.device,
+                                   base, index)):
             return list(run(embedded.select(picked)))
 
     R, T = len(conditions) * B, embedded.inputs_embeds.shape[1]
