@@ -1,4 +1,6 @@
-"""The GPU path without a GPU: the out-of-memory back-off under a simulated memory budget (`SimulatedMemory`)."""
+"""The GPU path without a GPU (`tests/simulated_gpu.py`): the out-of-memory back-off under a simulated memory
+budget, device placement on a simulated device, the NaN-safe reduction, host preparation overlapped with the
+model, and batches sized by tokens."""
 
 import math
 
@@ -398,7 +400,7 @@ def test_capture_with_batches_sized_by_tokens_equals_counted_batches(tiny_adapte
     assert auto["batch_size_that_fit"] == 8  # no device memory to size by on a CPU: counted batches
 
 
-def test_intervention_forwards_sized_by_tokens_equal_counted_ones(tiny_manifest, monkeypatch, one_thread):
+def test_intervention_forwards_sized_by_tokens_equal_counted_ones(tiny_manifest, one_thread):
     """Rows per decoder forward from a token budget (rows × prompt length): smaller forwards for longer clips, at
     most `max_rows` rows, and the same table."""
     adapter = make_tiny_adapter(seed=1)
