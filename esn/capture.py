@@ -63,6 +63,28 @@ class BatchStatistics:
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
 
 
+#: whether this torch build multiplies bf16/fp16 into float32 on the device (`bmm(..., out_dtype=)`; None: untried)
+_MIXED_BMM: bool | None = None
+
+
+def _bmm_float32(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`m @ x` in float32 from half-precision inputs: one mixed-precision matmul where the build has it, else
+    through float32 copies (logged once)."""
+    global _MIXED_BMM
+    if _MIXED_BMM is not False:
+        try:
+            out = torch.bmm(m, x, out_dtype=torch.float32)
+            _MIXED_BMM = True
+            return out
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError) as e:
+            _MIXED_BMM = False
+            log.warning("no bf16-in/float32-out matmul on %s (%s): reducing through float32 copies", x.device,
+                        str(e).splitlines()[0])
+    return torch.bmm(m.float(), x.float())
+
+
 def masked_sums(a: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per clip and position group, Σ a and Σ [a > 0] over the group's positions, float32 [B, G, N].
 
@@ -81,8 +103,7 @@ def masked_sums(a: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> tup
             m = masks.float()
             return torch.bmm(m, clean), torch.bmm(m, (clean > 0).float())
         m = masks.to(a.dtype)
-        return (torch.bmm(m, clean, out_dtype=torch.float32),
-                torch.bmm(m, (clean > 0).to(a.dtype), out_dtype=torch.float32))
+        return _bmm_float32(m, clean), _bmm_float32(m, (clean > 0).to(a.dtype))
     m = masks.float()
     x = a.float()  # a itself when float32
     sums = torch.bmm(m, x)

@@ -416,3 +416,14 @@ def test_intervention_forwards_sized_by_tokens_equal_counted_ones(tiny_manifest,
     for label in adapter.labels:
         np.testing.assert_allclose(table[f"p_{label}"], reference[f"p_{label}"], atol=1e-5)
     assert (table["predicted"] == reference["predicted"]).all()
+
+
+def test_mixed_precision_sums_fall_back_where_the_build_lacks_them(monkeypatch):
+    """A device whose torch build has no bf16-in/float32-out bmm (the CPU's has none) reduces through float32."""
+    import esn.capture as cap
+
+    monkeypatch.setattr(cap, "_MIXED_BMM", None)
+    m, x = torch.rand(2, 3, 5).bfloat16(), torch.randn(2, 5, 7).bfloat16()
+    out = cap._bmm_float32(m, x)
+    assert out.dtype == torch.float32 and cap._MIXED_BMM is False
+    torch.testing.assert_close(out, torch.bmm(m.float(), x.float()))
