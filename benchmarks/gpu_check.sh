@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the 7B paths (random Qwen2.5-Omni-7B-thinker weights, bf16): capture overhead, sweep
-# cost vs decoder-only / full forwards / generate, OOM back-off, batched vs one-at-a-time. One H100, < 8 min.
-# Writes benchmarks/out/gpu_check_omni7b_cuda.json. ESN_GPU_CHECK_SHAPE=tiny runs the reduced shape (CPU ok).
+# cost vs decoder-only / full forwards / generate, memory per token, OOM back-off (capture clips and intervention
+# rows, in a limited memory budget), batched vs one-at-a-time. One H100, < 6 min; each check a JSON line as it ends.
+# Writes benchmarks/out/gpu_check_omni7b_cuda.jsonl. Sizes: `--help` (extra arguments are passed on). ESN_GPU_CHECK_SHAPE=tiny runs the reduced shape (CPU ok).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$PWD/.venv/bin/python}

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from esn import store
 from esn.audio import load_16k_mono
-from esn.batching import split_on_oom
+from esn.batching import Fit, Prefetcher, in_pieces, piece_size, token_budget
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import on_activations
 from esn.models.base import AudioLMAdapter, Batch
@@ -63,6 +63,55 @@ class BatchStatistics:
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
 
 
+#: whether this torch build multiplies bf16/fp16 into float32 on the device (`bmm(..., out_dtype=)`; None: untried)
+_MIXED_BMM: bool | None = None
+
+
+def _bmm_float32(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`m @ x` in float32 from half-precision inputs: one mixed-precision matmul where the build has it, else
+    through float32 copies (logged once)."""
+    global _MIXED_BMM
+    if _MIXED_BMM is not False:
+        try:
+            out = torch.bmm(m, x, out_dtype=torch.float32)
+            _MIXED_BMM = True
+            return out
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError) as e:
+            _MIXED_BMM = False
+            log.warning("no bf16-in/float32-out matmul on %s (%s): reducing through float32 copies", x.device,
+                        str(e).splitlines()[0])
+    return torch.bmm(m.float(), x.float())
+
+
+def masked_sums(a: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip and position group, Σ a and Σ [a > 0] over the group's positions, float32 [B, G, N].
+
+    `a` [B, T, N] activations, `real` [B, T] bool (False on padding), `masks` [B, G, T] 0/1 group masks. A NaN or
+    inf at a padded position (some attention kernels return NaN for fully masked rows) never reaches a statistic:
+    multiplying it by a 0 mask would give NaN, so padding is filled with 0 instead (`[a > 0]` is false for NaN).
+    On a GPU the layer is filled once in its own dtype and both sums run bf16 in, float32 out: no float32 copy.
+    The CPU has no such mixed-precision matmul: there a bf16 layer is copied to float32 once (as before), and the
+    sums are taken again without the padding only if one came out non-finite (a check that costs no device sync).
+    A genuine NaN at a real position still shows (as it should)."""
+    a = a.detach()
+    padding = ~real[..., None]
+    if a.device != torch.device("cpu"):  # any device but the host (meta: the same ops, counted by a benchmark)
+        clean = a.masked_fill(padding, 0)
+        if a.dtype == torch.float32:
+            m = masks.float()
+            return torch.bmm(m, clean), torch.bmm(m, (clean > 0).float())
+        m = masks.to(a.dtype)
+        return _bmm_float32(m, clean), _bmm_float32(m, (clean > 0).to(a.dtype))
+    m = masks.float()
+    x = a.float()  # a itself when float32
+    sums = torch.bmm(m, x)
+    if not bool(torch.isfinite(sums).all()):  # rare: sum again without what the padding held
+        sums = torch.bmm(m, x.masked_fill(padding, 0))
+    return sums, torch.bmm(m, (x > 0).float())
+
+
 def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str],
                      *, true_label: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> BatchStatistics:
     """One answer step (plus one backward when `true_label` is given, for attribution) with reducing hooks.
@@ -75,6 +124,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
     batch = adapter.to_device(batch)
     masks = batch.position_groups(groups)                       # [G, B, T]
     counts = masks.sum(-1).transpose(0, 1)                       # [B, G]
+    by_clip = masks.transpose(0, 1).contiguous()                 # [B, G, T]
+    real = batch.attention_mask.bool()
     B, G, L, N = batch.size, len(groups), adapter.n_layers, adapter.n_neurons
     dev = adapter.device
     sums = torch.zeros(B, G, L, N, device=dev)
@@ -93,9 +144,7 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                 answered[layer].append(a)
             return None
         seen.add(layer)
-        af = a.detach().float()
-        sums[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, af)
-        positive[:, :, layer] = torch.einsum("gbt,btn->bgn", masks, (af > 0).float())
+        sums[:, :, layer], positive[:, :, layer] = masked_sums(a, real, by_clip)
         if true_label is not None:
             a.retain_grad()
             kept[layer] = a
@@ -111,7 +160,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
         attribution = None
         if true_label is not None:
             logp.gather(1, true_label.to(dev)[:, None]).sum().backward()
-            attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).float())
+            attribution = torch.stack([torch.einsum("bt,btn->bn", valid, (kept[l] * kept[l].grad).masked_fill(
+                                           ~real[..., None], 0).float())
                                        + sum(((a * a.grad).float().sum(1) for a in answered[l]), torch.zeros((), device=dev))
                                        for l in range(L)], dim=1)
     denom = counts.clamp(min=1)[:, :, None, None]
@@ -128,6 +178,17 @@ def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
                                        "generated")])
 
 
+def clip_tokens(adapter: AudioLMAdapter, durations: np.ndarray) -> np.ndarray:
+    """Each clip's sequence length (prompt + audio tokens), interpolated between those of the shortest and the
+    longest clip (built on silence of that length): what batches sized by tokens need before any batch is built."""
+    lo, hi = float(durations.min()), float(durations.max())
+    length = [int(adapter.build_batch([np.zeros(max(1, round(d * 16000)), dtype=np.float32)]).attention_mask.shape[1])
+              for d in (lo, hi)]
+    if hi == lo:
+        return np.full(len(durations), length[0])
+    return np.ceil(length[0] + (durations - lo) * (length[1] - length[0]) / (hi - lo)).astype(int)
+
+
 def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
     """Utterances sorted by duration (then id): the store's order, so blocks are length buckets."""
     return manifest.sort_values(["duration_s", "utterance_id"], kind="stable").reset_index(drop=True)
@@ -135,8 +196,12 @@ def store_order(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *, groups: list[str],
             batch_size: int = 16, dtype: str = "float32", attribution: bool = False, block_size: int = 256,
-            attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8) -> dict[str, Any]:
-    """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`)."""
+            attrs: dict[str, str] | None = None, mode: str = "score", max_new_tokens: int = 8,
+            overlap: bool = True, batch_tokens: int | str | None = None) -> dict[str, Any]:
+    """Capture `manifest` into the store `out` (resuming a killed run from `<out>.partial`). `overlap`: prepare the
+    next batch on the host while the model runs the current one. `batch_tokens`: size batches by tokens (clips ×
+    padded length, at most `batch_size` clips) instead of clips — a number, or "auto" for what fits in the device's
+    free memory by the per-token model (`esn.batching.token_budget`; on a CPU, batches stay counted in clips)."""
     if mode not in ("score", "generate"):
         raise ValueError(f"unknown answer mode {mode!r}; choose score or generate")
     out = Path(out)
@@ -161,34 +226,53 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
              layout.n_blocks, " (resumed)" if resumed else "")
     label_index = {l: i for i, l in enumerate(adapter.labels)}
     torch_dtype = getattr(torch, dtype)
-    t0, n_done, fitted = time.time(), 0, batch_size
+    t0, n_done = time.time(), 0
+    way = "attribution" if attribution else "generate" if mode == "generate" else "capture"
+    budget, how = (batch_tokens, "configured") if isinstance(batch_tokens, int) else (None, "")
+    if batch_tokens == "auto":
+        mlp = adapter.decoder_layers()[0].mlp
+        budget, how = token_budget(adapter.model, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons, way)
+        log.info("batch size: %s", how)
+    tokens = None if budget is None else clip_tokens(adapter, utterances["duration_s"].to_numpy(dtype=float))
+    # shrinks on out-of-memory, for the rest of the job
+    clips = Fit(batch_size, "clips per batch") if budget is None else Fit(budget, "tokens per batch")
+    if budget is not None:
+        g.attrs.update({"batch_tokens": str(budget), "batch_tokens_source": how})
     writer = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
+
+    def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
+        return adapter.build_batch([load_16k_mono(p) for p in utterances["path"].iloc[piece.start:piece.stop]])
+
+    # the next batch is prepared in the background while the model runs (not while generating: the tokenizer
+    # would be used from two threads at once)
+    prefetch = Prefetcher(prepare) if overlap and mode == "score" else None
+
+    def run(piece: range) -> BatchStatistics:
+        rows = utterances.iloc[piece.start:piece.stop]
+        truth = torch.tensor([label_index[e] for e in rows["emotion"]]) if attribution else None
+        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
+        stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
+        if mode == "generate":
+            with torch.no_grad():
+                embedded = adapter.embed(adapter.to_device(batch))
+            stats.generated = np.array(generate_answers(adapter, embedded, max_new_tokens=max_new_tokens),
+                                       dtype=object)
+        bar.update(len(rows))
+        return stats
+
     try:
-        for k in todo:
-            rows = utterances.iloc[layout.block(k)]
-            parts: list[BatchStatistics] = []
-            for i in range(0, len(rows), batch_size):
-                chunk = rows.iloc[i:i + batch_size]
-                items = list(zip([load_16k_mono(p) for p in chunk["path"]], chunk["emotion"]))
-
-                def run(part: list) -> BatchStatistics:
-                    truth = torch.tensor([label_index[e] for _, e in part]) if attribution else None
-                    batch = adapter.build_batch([w for w, _ in part])
-                    stats = batch_statistics(adapter, batch, groups, true_label=truth, dtype=torch_dtype)
-                    if mode == "generate":
-                        with torch.no_grad():
-                            embedded = adapter.embed(adapter.to_device(batch))
-                        stats.generated = np.array(generate_answers(adapter, embedded, max_new_tokens=max_new_tokens),
-                                                   dtype=object)
-                    return stats
-
-                stats, ran = split_on_oom(run, items, _concat)
-                if ran < len(items):  # split to fit GPU memory
-                    fitted = min(fitted, ran)
-                parts.append(stats)
-                bar.update(len(chunk))
+        for j, k in enumerate(todo):
+            span = layout.block(k)
+            rows = utterances.iloc[span]
+            parts = in_pieces(run, range(span.start, span.stop), clips, max_items=batch_size,
+                              tokens=None if tokens is None else tokens[span], ahead=prefetch and prefetch.ahead)
+            if prefetch is not None and j + 1 < len(todo):  # the next block's first batch, while this one is stored
+                after = layout.block(todo[j + 1])
+                n = piece_size(clips.size, after.stop - after.start, 0, max_items=batch_size,
+                               tokens=None if tokens is None else tokens[after])
+                prefetch.ahead(range(after.start, after.start + n))
             block = _concat(parts)
             values = {name: getattr(block, name) for name in ("mean_activation", "frac_positive", "n_positions",
                                                               "label_prob", "attribution")}
@@ -209,8 +293,16 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     finally:
         bar.close()
         writer.shutdown(wait=True)
-    g.attrs["batch_size_that_fit"] = str(fitted)
+        if prefetch is not None:
+            prefetch.close()
+    fitted = {"batch_size_that_fit" if budget is None else "batch_tokens_that_fit": clips.size}
+    g.attrs.update({k: str(v) for k, v in fitted.items()})
     summary: dict[str, Any] = {}
+    if prefetch is not None:
+        summary["host_preparation_s"] = round(prefetch.prepare_s, 2)
+        summary["host_preparation_hidden"] = round(prefetch.hidden_share, 3)
+        log.info("host preparation %.1f s, %.0f %% of it hidden behind the model", prefetch.prepare_s,
+                 100 * prefetch.hidden_share)
     if mode == "generate":
         agree = g["predicted_generated"][:] == g["predicted"][:]  # the whole store, also blocks of a resumed run
         summary["scored_generated_agreement"] = round(float(agree.mean()), 4)
@@ -220,5 +312,5 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
-            "batch_size_that_fit": fitted, "seconds": round(elapsed, 2),
+            **fitted, "seconds": round(elapsed, 2),
             "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2), **summary}

@@ -37,11 +37,11 @@ import torch
 from tqdm import tqdm
 
 from esn.audio import load_16k_mono
-from esn.batching import split_on_oom
+from esn.batching import Fit, Prefetcher, in_pieces, token_budget
 from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
 from esn.hooks import scaled
-from esn.models.base import AudioLMAdapter, Embedded
+from esn.models.base import AudioLMAdapter, Batch, Embedded
 from esn.tables import CONDITION_KEYS
 
 if TYPE_CHECKING:
@@ -172,65 +172,104 @@ def knockout_conditions(n_layers: int, n_neurons: int, layers: list[int] | None 
     return [Condition("knockout", layer=l, neurons={l: np.arange(n_neurons)}) for l in layers]
 
 
-def _scales(conditions: list[Condition], rows_per: int, n_neurons: int, device: torch.device,
-            base: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
-    """Per-layer scale tensors [len(conditions) × rows_per, N]; layers no condition touches are absent.
+class DeviceIndex:
+    """Device copies of the conditions' neuron indices, made once per job rather than once per forward (a
+    study's sets are fixed; at 7B each forward would otherwise pay one host-to-device copy per set and layer).
+    Keyed by the index array's identity: the conditions that own the arrays outlive the job."""
 
-    `base` [rows_per, labels]: the unmodified model's label probabilities per clip, which `mix` rows need."""
-    layers = sorted({l for c in conditions for l in c.neurons} | {l for c in conditions for s in c.by_label.values()
-                                                                  for l in s})
-    scales = {l: torch.ones(len(conditions) * rows_per, n_neurons, device=device) for l in layers}
-    for i, c in enumerate(conditions):
-        rows = slice(i * rows_per, (i + 1) * rows_per)
+    def __init__(self, device: torch.device):
+        self.device, self._copies = device, {}
+
+    def __call__(self, idx: np.ndarray) -> torch.Tensor:
+        key = id(idx)
+        if key not in self._copies:
+            self._copies[key] = (idx, torch.as_tensor(idx, device=self.device))  # keep idx alive: its id stays unique
+        return self._copies[key][1]
+
+
+def _scales(row_conditions: list[Condition], rows: range, B: int, n_neurons: int, device: torch.device,
+            base: torch.Tensor | None, index: DeviceIndex) -> dict[int, torch.Tensor]:
+    """Per-layer scale tensors [len(rows), N] for a forward over `rows` of the condition-major (condition, clip)
+    grid: row r is clip r % B under `row_conditions[r - rows.start]` (consecutive rows share a condition); layers
+    no condition touches are absent.
+
+    `base` [B, labels]: the unmodified model's label probabilities per clip, which `mix` rows need."""
+    layers = sorted({l for c in row_conditions for l in c.neurons}
+                    | {l for c in row_conditions for s in c.by_label.values() for l in s})
+    scales = {l: torch.ones(len(row_conditions), n_neurons, device=device) for l in layers}
+    start = 0
+    while start < len(row_conditions):  # one run of rows per condition
+        c = row_conditions[start]
+        stop = start + 1
+        while stop < len(row_conditions) and row_conditions[stop] is c:
+            stop += 1
         for l, idx in c.neurons.items():
-            scales[l][rows, torch.as_tensor(idx, device=device)] = c.scale
-        for label, sets in c.by_label.items():  # mix: 1 + α·Σ_e p(e|clip) over the sets holding the neuron
-            weight = c.alpha * base[:, label].to(device)[:, None]
-            for l, idx in sets.items():
-                scales[l][rows, torch.as_tensor(idx, device=device)] += weight
+            scales[l][start:stop, index(idx)] = c.scale
+        if c.by_label:  # mix: 1 + α·Σ_e p(e|clip) over the sets holding the neuron
+            clip = torch.arange(rows.start + start, rows.start + stop, device=device) % B
+            for label, sets in c.by_label.items():
+                weight = c.alpha * base[clip, label][:, None]
+                for l, idx in sets.items():
+                    scales[l][start:stop, index(idx)] += weight
+        start = stop
     return scales
 
 
-def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list[Condition], max_rows: int,
-                   run: Callable[[Embedded], Any], base: torch.Tensor | None = None) -> list:
-    """`run` on the clips' prefix repeated once per condition, the conditions' scales active; conditions share
-    forwards of up to `max_rows` rows. Results [condition][clip]. `base`: the unmodified label probabilities
-    per clip (what `mix` weighs its sets by)."""
+def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list[Condition], rows_fit: Fit,
+                   run: Callable[[Embedded], Any], base: torch.Tensor | None, index: DeviceIndex) -> list:
+    """`run` on the clips' prefix repeated once per condition, the conditions' scales active. The rows
+    (condition, clip), condition-major, go through decoder forwards of at most `rows_fit.size` rows (whole
+    conditions while a condition's clips fit in one forward); a forward that runs out of memory is retried with
+    half its rows, and the smaller size is kept. `run` returns one result per row. Results [condition][clip].
+    `base`: the unmodified label probabilities per clip (what `mix` weighs its sets by)."""
     B = embedded.inputs_embeds.shape[0]
-    per_forward = max(1, max_rows // B)
     sites = adapter.site_modules()
-    out: list = []
-    for i in range(0, len(conditions), per_forward):
-        chunk = conditions[i:i + per_forward]
-        rows = torch.arange(B, device=adapter.device).repeat(len(chunk))
-        with scaled(sites, _scales(chunk, B, adapter.n_neurons, adapter.device, base)):
-            result = run(embedded.select(rows))
-        out += [result[j * B:(j + 1) * B] for j in range(len(chunk))]
-    return out
+
+    def forward(rows: range) -> list:
+        picked = torch.arange(rows.start, rows.stop, device=adapter.device) % B
+        with scaled(sites, _scales([conditions[r // B] for r in rows], rows, B, adapter.n_neurons, adapter.device,
+                                   base, index)):
+            return list(run(embedded.select(picked)))
+
+    R, T = len(conditions) * B, embedded.inputs_embeds.shape[1]
+    flat = [r for piece in in_pieces(forward, range(R), rows_fit, unit=B, tokens=[T] * R if rows_fit.tokens else None,
+                                     max_items=rows_fit.max_items) for r in piece]
+    return [flat[k * B:(k + 1) * B] for k in range(len(conditions))]
 
 
 @torch.no_grad()
 def answer_conditions(adapter: AudioLMAdapter, waveforms: list[np.ndarray], conditions: list[Condition], *,
-                      max_rows: int = 64, mode: str = "score", max_new_tokens: int = 8
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+                      max_rows: int = 64, mode: str = "score", max_new_tokens: int = 8, rows_fit: Fit | None = None,
+                      index: DeviceIndex | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Label probabilities [conditions, clips, labels] and, with `mode="generate"`, greedy answers
     [conditions, clips] (str): the audio tower runs once; the unmodified pass first (the `none` rows, and
-    the weights of `mix`), then the other conditions batched as rows."""
+    the weights of `mix`), then the other conditions batched as rows, at most `max_rows` per forward (or
+    `rows_fit.size`, which a job passes so that a size that overflowed once is never tried again)."""
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
-    batch = adapter.to_device(adapter.build_batch(waveforms))
+    return answer_batch(adapter, adapter.build_batch(waveforms), conditions, mode=mode, max_new_tokens=max_new_tokens,
+                        rows_fit=Fit(max_rows, "rows per forward") if rows_fit is None else rows_fit, index=index)
+
+
+@torch.no_grad()
+def answer_batch(adapter: AudioLMAdapter, batch: Batch, conditions: list[Condition], *, mode: str = "score",
+                 max_new_tokens: int = 8, rows_fit: Fit, index: DeviceIndex | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`answer_conditions` for a batch already built on the host (e.g. by a `Prefetcher`)."""
+    index = DeviceIndex(adapter.device) if index is None else index
+    batch = adapter.to_device(batch)
     embedded = adapter.embed(batch)
     base = adapter.label_probabilities(embedded)
     todo = [k for k, c in enumerate(conditions) if c.mode != "none"]
     probs = np.empty((len(conditions), batch.size, len(adapter.labels)), dtype=np.float32)
     probs[[k for k, c in enumerate(conditions) if c.mode == "none"]] = base.cpu().numpy()
     if todo:
-        probs[todo] = np.stack(_per_condition(adapter, embedded, [conditions[k] for k in todo], max_rows,
-                                              lambda e: adapter.label_probabilities(e).cpu().numpy(), base))
+        probs[todo] = np.array(_per_condition(adapter, embedded, [conditions[k] for k in todo], rows_fit,
+                                              lambda e: adapter.label_probabilities(e).cpu().numpy(), base, index))
     if mode == "score":
         return probs, None
-    texts = _per_condition(adapter, embedded, conditions, max_rows,
-                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens), base)
+    texts = _per_condition(adapter, embedded, conditions, rows_fit,
+                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens), base, index)
     return probs, np.array(texts, dtype=object).reshape(len(conditions), batch.size)
 
 
@@ -264,8 +303,8 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
-             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8
-             ) -> pd.DataFrame | dict[str, pd.DataFrame]:
+             max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8, overlap: bool = True,
+             batch_tokens: int | str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
     with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
     scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
@@ -273,7 +312,10 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     Given a mapping (e.g. selector -> its conditions), all of them share each batch's audio embedding and
     its unmodified pass, and one table per key comes back (each with the unmodified rows).
     `mode="generate"` also decodes each (utterance, condition) greedily: columns `generated` (the text)
-    and `predicted_generated` (its parsed label, "other" when none is named).
+    and `predicted_generated` (its parsed label, "other" when none is named). `overlap`: prepare the next batch
+    on the host while the model runs the current one. `batch_tokens`: size decoder forwards by tokens (rows ×
+    prompt length, at most `max_rows` rows) — a number, or "auto" for what fits in the GPU's free memory by the
+    per-token model (`esn.batching.token_budget`; on a CPU, forwards stay counted in rows).
     """
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
@@ -282,22 +324,32 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     owner = [None] + [key for key, cs in groups.items() for c in cs if c.mode != "none"]
     utterances = store_order(manifest)
     frames: dict[str, list[pd.DataFrame]] = {key: [] for key in groups}
-    fitted = batch_size
+    clips = Fit(batch_size, "clips per batch")     # shrinks when the audio tower or the unmodified pass overflows
+    # rows per decoder forward (or tokens: rows × prompt length, by `batch_tokens`); shrinks when a forward overflows
+    budget, how = (batch_tokens, "configured") if isinstance(batch_tokens, int) else (None, "")
+    if batch_tokens == "auto":
+        mlp = adapter.decoder_layers()[0].mlp
+        budget, how = token_budget(adapter.model, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons,
+                                   "generate" if mode == "generate" else "score")
+        log.info("rows per forward: %s (at most %d)", how, max_rows)
+    rows_fit = Fit(max_rows, "rows per forward") if budget is None else Fit(budget, "tokens per forward", tokens=True,
+                                                                             max_items=max_rows)
+    index = DeviceIndex(adapter.device)
+    bar = tqdm(total=len(utterances), desc="intervene", unit="utt")
 
-    def run(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        return answer_conditions(adapter, list(waves), flat, max_rows=max_rows, mode=mode,
-                                 max_new_tokens=max_new_tokens)
+    def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
+        return adapter.build_batch([load_16k_mono(p) for p in utterances["path"].iloc[piece.start:piece.stop]])
 
-    def combine(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
-        texts = None if parts[0][1] is None else np.concatenate([t for _, t in parts], axis=1)
-        return np.concatenate([p for p, _ in parts], axis=1), texts
+    # the next batch is prepared in the background while the model runs (scoring only: generation decodes with
+    # the tokenizer, which must not be used from two threads at once)
+    prefetch = Prefetcher(prepare) if overlap and mode == "score" else None
 
-    for i in tqdm(range(0, len(utterances), batch_size), desc="intervene", unit="batch"):
-        chunk = utterances.iloc[i:i + batch_size]
+    def run(piece: range) -> None:
+        chunk = utterances.iloc[piece.start:piece.stop]
+        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
+        probs, texts = answer_batch(adapter, batch, flat, mode=mode, max_new_tokens=max_new_tokens, rows_fit=rows_fit,
+                                    index=index)
         speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
-        (probs, texts), ran = split_on_oom(run, [load_16k_mono(p) for p in chunk["path"]], combine)
-        if ran < len(chunk):  # split to fit GPU memory
-            fitted = min(fitted, ran)
         for k, (c, key, p) in enumerate(zip(flat, owner, probs)):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **speaker, **c.describe()})
@@ -310,8 +362,19 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
                 frame["predicted_generated"] = [parse_answer(t, adapter.labels) for t in texts[k]]
             for g in (groups if key is None else [key]):
                 frames[g].append(frame)
-    if fitted < batch_size:
-        log.warning("batches were split to fit GPU memory: %d clips per batch fit (asked %d)", fitted, batch_size)
+        bar.update(len(chunk))
+
+    try:
+        in_pieces(run, range(len(utterances)), clips, ahead=None if prefetch is None else prefetch.ahead)
+    finally:
+        bar.close()
+        if prefetch is not None:
+            prefetch.close()
+            log.info("host preparation %.1f s, %.0f %% of it hidden behind the model", prefetch.prepare_s,
+                     100 * prefetch.hidden_share)
+    for fit in (clips, rows_fit):
+        if fit.size < fit.asked:
+            log.warning("%d %s fit in GPU memory (asked %d)", fit.size, fit.what, fit.asked)
     tables = {}
     for key, parts in frames.items():
         table = pd.concat(parts, ignore_index=True)
@@ -319,7 +382,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
             table = pd.concat([table, label_free_rows(table)], ignore_index=True)
         table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
                                    "utterance_id"], kind="stable").reset_index(drop=True)
-        table.attrs["batch_size_that_fit"] = fitted
+        table.attrs["batch_size_that_fit"] = clips.size
+        table.attrs["tokens_per_forward_that_fit" if rows_fit.tokens else "rows_per_forward_that_fit"] = rows_fit.size
         tables[key] = table
     if mode == "generate":
         unmodified = next(iter(tables.values()))

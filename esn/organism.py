@@ -136,7 +136,7 @@ def evaluate(adapter: QwenOmniAdapter, waves: list[np.ndarray], labels: np.ndarr
     preds = []
     for i in range(0, len(waves), batch_size):
         with torch.no_grad(), knocked_out(adapter.site_modules(), knockout or []):
-            preds.append(adapter.score(waves[i:i + batch_size]).argmax(-1).numpy())
+            preds.append(adapter.score(waves[i:i + batch_size]).argmax(-1).cpu().numpy())
     pred = np.concatenate(preds)
     return float((pred == labels).mean()), pred
 

@@ -73,14 +73,14 @@ def test_cuda_out_of_memory_in_interventions_is_split_not_fatal(tiny_adapter, ti
 
     conditions = _conditions(tiny_adapter, np.random.default_rng(2))
     reference = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
-    real = iv.answer_conditions
+    real = iv.answer_batch
 
-    def tight_memory(adapter, waves, *a, **k):
-        if len(waves) > 3:
+    def tight_memory(adapter, batch, *a, **k):
+        if batch.size > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(adapter, waves, *a, **k)
+        return real(adapter, batch, *a, **k)
 
-    monkeypatch.setattr(iv, "answer_conditions", tight_memory)
+    monkeypatch.setattr(iv, "answer_batch", tight_memory)
     table = evaluate(tiny_adapter, tiny_manifest, conditions, batch_size=6, max_rows=60)
     assert table.attrs["batch_size_that_fit"] == 3
     assert (table["predicted"] == reference["predicted"]).all()

@@ -256,11 +256,19 @@ class LabelScorer:
         #: [L, L] which continuation positions each may attend to: its own variant's, causally
         self.continuation_block = (owner_t[:, None] == owner_t[None, :]) & (
             torch.arange(len(ids))[:, None] >= torch.arange(len(ids))[None, :])
+        self._copies: dict[tuple[str, str], torch.Tensor] = {}
+
+    def on(self, name: str, device: torch.device | str) -> torch.Tensor:
+        """The index tensor `name` on `device`, copied there once (not host-to-device on every scoring call)."""
+        key = (name, str(device))
+        if key not in self._copies:
+            self._copies[key] = getattr(self, name).to(device)
+        return self._copies[key]
 
     # --- scoring ---------------------------------------------------------------------------------
     def _combine(self, variant_scores: torch.Tensor) -> torch.Tensor:
         """Per-label logsumexp over the label's variants: [R, n_variants] -> [R, n_labels]."""
-        mask = self._label_of.to(variant_scores.device)
+        mask = self.on("_label_of", variant_scores.device)
         expanded = variant_scores[:, None, :].masked_fill(~mask[None], float("-inf"))
         return torch.logsumexp(expanded, dim=-1)
 
@@ -270,18 +278,18 @@ class LabelScorer:
             raise ValueError(f"{self.mode} scoring of multi-token labels needs the continuation pass "
                              f"(AudioLMAdapter.label_logprobs), not the answer-position logits alone")
         logp = torch.log_softmax(logits.float(), dim=-1)
-        return self._combine(logp[:, self._first.to(logits.device)])
+        return self._combine(logp[:, self.on("_first", logits.device)])
 
     def sequence_scores(self, logits: torch.Tensor, continuation_logp: torch.Tensor) -> torch.Tensor:
         """Whole-label scores [R, n_labels] from answer-position logits [R, V] and the log-probabilities
         of the continuation targets [R, L] (`continuation_targets`)."""
-        first = torch.log_softmax(logits.float(), dim=-1)[:, self._first.to(logits.device)]
-        rest = continuation_logp.float() @ self._position_variant.to(logits.device)
+        first = torch.log_softmax(logits.float(), dim=-1)[:, self.on("_first", logits.device)]
+        rest = continuation_logp.float() @ self.on("_position_variant", logits.device)
         return self._combine(first + rest)
 
     def continuation_targets(self, device: torch.device | str) -> torch.Tensor:
         """The token each continuation position must predict [L]."""
-        return self._targets.to(device)
+        return self.on("_targets", device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Label probabilities renormalised over the closed set [R, n_labels] (one-pass scoring)."""
@@ -396,12 +404,12 @@ class AudioLMAdapter:
         head = self.model.get_output_embeddings()
         logits = head(hidden[:, -1])
 
-        ids = scorer.continuation_ids.to(dev)
+        ids = scorer.on("continuation_ids", dev)
         L = len(ids)
         cont = self.model.get_input_embeddings()(ids)[None].expand(R, L, -1)
-        positions = embedded.position_ids[..., -1:] + 1 + scorer.continuation_offsets.to(dev)
+        positions = embedded.position_ids[..., -1:] + 1 + scorer.on("continuation_offsets", dev)
         allowed = torch.cat([prefix_mask.bool()[:, None, :].expand(R, L, T),
-                             scorer.continuation_block.to(dev)[None].expand(R, L, L)], dim=-1)
+                             scorer.on("continuation_block", dev)[None].expand(R, L, L)], dim=-1)
         mask = torch.zeros(R, 1, L, T + L, dtype=dtype, device=dev).masked_fill(
             ~allowed[:, None], torch.finfo(dtype).min)
         hidden = decoder(inputs_embeds=cont, attention_mask=mask, position_ids=positions, use_cache=True,

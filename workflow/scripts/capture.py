@@ -18,7 +18,7 @@ part = store_order(manifest).iloc[shard::n_shards]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 summary = capture(adapter, part, snakemake.output[0], groups=cap["positions"], batch_size=spec["batch_size"],
                   dtype=cap["dtype"], attribution=cap["attribution"], block_size=cap["block_size"],
-                  mode=cap["mode"], max_new_tokens=cap["max_new_tokens"],
+                  mode=cap["mode"], max_new_tokens=cap["max_new_tokens"], batch_tokens=spec.get("batch_tokens"),
                   attrs={"config_hash": snakemake.params.config_hash, "manifest_hash": file_hash(snakemake.input.manifest),
                          "corpus": snakemake.wildcards.corpus, "model": snakemake.wildcards.model,
                          "shard": f"{shard}-of-{n_shards}", "seed": str(snakemake.config["seed"])})

@@ -25,6 +25,6 @@ else:  # one table per selector (outputs in the order of params.selectors)
 log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
          ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))
 tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"],
-                  mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"])
+                  mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"], batch_tokens=spec.get("batch_tokens"))
 for out, table in tables.items():
     table.to_parquet(out, index=False)
