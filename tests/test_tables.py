@@ -97,7 +97,7 @@ def test_every_stage_reads_and_writes_tables_through_the_contract():
               for number, line in enumerate(path.read_text().splitlines(), 1)
               if _DIRECT_IO.search(line) and not _allowed(path.relative_to(ROOT).as_posix(), line)]
     assert not direct, "tables read or written around esn.tables:\n" + "\n".join(direct)
-    readers = ("workflow/scripts/metrics.py", "workflow/scripts/knockout_table.py", "workflow/scripts/transfer_table.py",
-               "workflow/scripts/neuron_tables.py", "workflow/scripts/intervene.py", "esn/population.py",
+    readers = ("workflow/scripts/metrics.py", "workflow/scripts/knockout_table.py",
+               "workflow/scripts/transfer_table.py", "workflow/scripts/neuron_tables.py", "workflow/scripts/intervene.py", "esn/population.py",
                "esn/browser.py", "esn/figures/registry.py")
     assert [rel for rel in readers if "from esn.tables import" not in (ROOT / rel).read_text()] == []

@@ -274,16 +274,16 @@ def plot_set_size(delta: pd.DataFrame, out: Sequence[PathLike], *, selectors: Se
           "set size, beside the random control.", {"tables": "study:delta_recall"})
 def _draw_delta_recall(job: FigureJob) -> None:
     p = job.params
-    plot_delta_recall(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction, selectors=p.selectors,
-                      title=job.title)
+    plot_delta_recall(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction,
+                      selectors=p.selectors, title=job.title)
 
 
 @register("specificity", "2 specificity", "Specificity of deactivation per selector and target emotion, selected set "
           "vs random control.", {"tables": "study:delta_recall", "summaries": "study:summary"})
 def _draw_specificity(job: FigureJob) -> None:
     p = job.params
-    plot_specificity(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction, selectors=p.selectors,
-                     title=job.title, summary=job.per_selector(job.input.summaries, "summary"))
+    plot_specificity(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction,
+                     selectors=p.selectors, title=job.title, summary=job.per_selector(job.input.summaries, "summary"))
 
 
 @register("strength", "3 gain strength", "Gain sweep: α vs share of predictions equal to the target, and vs accuracy.",
@@ -299,5 +299,5 @@ def _draw_strength(job: FigureJob) -> None:
           {"tables": "study:delta_recall"}, params=("selectors", "fraction", "fractions"), sweeps=True)
 def _draw_set_size(job: FigureJob) -> None:
     p = job.params
-    plot_set_size(job.per_selector(job.input.tables, "delta_recall"), job.out, selectors=p.selectors, main_fraction=p.fraction,
-                  title=job.title)
+    plot_set_size(job.per_selector(job.input.tables, "delta_recall"), job.out, selectors=p.selectors,
+                  main_fraction=p.fraction, title=job.title)

@@ -18,8 +18,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _band, _close, _emotion_order, _emotion_title, _legend, _log_x, _mean_over_draws, _pct,
-                               _selectors, _suptitle, _themed, parse_variant, save, selector_color, selector_label)
+from esn.figures.style import (PathLike, _band, _close, _emotion_order, _emotion_title, _legend, _log_x,
+                               _mean_over_draws, _pct, _selectors, _suptitle, _themed, parse_variant, save,
+                               selector_color, selector_label)
 from esn.tables import ALL, CORRECT_ONLY, read_tables
 
 
@@ -65,8 +66,8 @@ def plot_id_size(sweep: pd.DataFrame, full: pd.DataFrame, stability: pd.DataFram
     f = f[(f["mode"] == "deactivate") & (f["control"] == "selected") & (f["class"] == "specificity")
           & _close(f["fraction"], fraction)]
     sels = _selectors(pd.concat([s[["selector"]], f[["selector"]]]), selectors)
-    stab = _stability_pairs(_mean_over_draws(stability)) if stability is not None and len(stability) else _stability_pairs(
-        pd.DataFrame(columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"]))
+    none = pd.DataFrame(columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"])
+    stab = _stability_pairs(_mean_over_draws(stability) if stability is not None and len(stability) else none)
     targets = _emotion_order(set(s["target"]) | set(f["target"]) | set(stab["emotion"]))
     groups = ["mean"] + targets
     ns = sorted(set(s["n"].dropna().astype(int)) | set(stab["n"].astype(int)))
@@ -187,4 +188,5 @@ def _draw_id_size(job: FigureJob) -> None:
 def _draw_correct_only(job: FigureJob) -> None:
     p = job.params
     plot_correct_only(job.all_selector_rows(job.input.summaries, "summary"),
-                      read_tables([job.input.stability], "stability"), job.out, fraction=p.fraction, selectors=p.selectors, title=job.title)
+                      read_tables([job.input.stability], "stability"), job.out, fraction=p.fraction,
+                      selectors=p.selectors, title=job.title)

@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _band, _close, _fmt_num, _legend, _log_x, _no_data, _mean_over_draws, _pct, _selectors,
-                               _suptitle, _themed, save, selector_color, selector_label)
+from esn.figures.style import (PathLike, _band, _close, _fmt_num, _legend, _log_x, _no_data, _mean_over_draws, _pct,
+                               _selectors, _suptitle, _themed, save, selector_color, selector_label)
 from esn.tables import read_tables
 
 

@@ -15,8 +15,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _emotion_order, _legend, _mean_over_draws, _pct, _selectors, _suptitle, _themed,
-                               emotion_color, save, selector_color, selector_label)
+from esn.figures.style import (PathLike, _emotion_order, _legend, _mean_over_draws, _pct, _selectors, _suptitle,
+                               _themed, emotion_color, save, selector_color, selector_label)
 from esn.tables import read_tables
 
 
@@ -111,5 +111,5 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
 def _draw_layers(job: FigureJob) -> None:
     p = job.params
     knockout = read_tables(job.input.knockout, "knockout") if len(job.input.knockout) else None
-    plot_layers(read_tables([job.input.counts], "counts_per_layer"), knockout, job.out, selectors=p.selectors, fraction=p.fraction,
-                title=job.title)
+    plot_layers(read_tables([job.input.counts], "counts_per_layer"), knockout, job.out, selectors=p.selectors,
+                fraction=p.fraction, title=job.title)

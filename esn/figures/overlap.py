@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.colors import Normalize
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (SEQUENTIAL, PathLike, _emotion_order, _emotion_title, _heatmap, _no_data, _mean_over_draws, _pct,
-                               _selectors, _suptitle, _themed, _tint_emotion_ticks, save, selector_color,
-                               selector_label, selector_short)
+from esn.figures.style import (SEQUENTIAL, PathLike, _emotion_order, _emotion_title, _heatmap, _no_data,
+                               _mean_over_draws, _pct, _selectors, _suptitle, _themed, _tint_emotion_ticks, save,
+                               selector_color, selector_label, selector_short)
 from esn.tables import read_tables
 
 

@@ -156,4 +156,5 @@ def _draw_population(job: FigureJob) -> None:
     p, i = job.params, job.input
     tables = {name: read_tables([getattr(i, name)], f"population_{name}")
               for name in ("organisms", "knockout", "heldout", "summary")}
-    plot_population(*tables.values(), job.out, fraction=p.fraction, selectors=p.selectors, title=f"population of {len(p.organisms)} organisms")
+    plot_population(*tables.values(), job.out, fraction=p.fraction, selectors=p.selectors,
+                    title=f"population of {len(p.organisms)} organisms")

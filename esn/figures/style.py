@@ -1,9 +1,10 @@
 """Shared style of every figure and the helpers more than one figure family uses: the fixed colour of each
 emotion and selector and the two palettes (`DIVERGING` for signed quantities, `SEQUENTIAL` for overlaps),
-the theme every `plot_*` draws in (`_themed`) and the reproducible `save`, reading and normalising the
-workflow's tables (`read_tables` and `parse_variant`, re-exported from the table contract `esn.tables`;
-`_mean_over_draws`, which averages the random control's draws; `_ci_text`), and the small text, number, legend and axis helpers. Importing it selects matplotlib's
-non-interactive Agg backend; `esn.figures` imports it before any figure module.
+the theme every `plot_*` draws in (`_themed`) and the reproducible `save`, the workflow's tables
+(`read_tables` and `parse_variant`, re-exported from the table contract `esn.tables`; `_mean_over_draws`,
+which averages the random control's draws; `_ci_text`), and the small text, number, legend and axis
+helpers. Importing it selects matplotlib's non-interactive Agg backend; `esn.figures` imports it before any
+figure module.
 """
 
 from __future__ import annotations

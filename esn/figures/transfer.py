@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.colors import Normalize
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (DIVERGING, PathLike, _close, _heatmap, _limit, _mean_over_draws, _pct, _selectors, _signed,
-                               _suptitle, _themed, save, selector_color, selector_label)
+from esn.figures.style import (DIVERGING, PathLike, _close, _heatmap, _limit, _mean_over_draws, _pct, _selectors,
+                               _signed, _suptitle, _themed, save, selector_color, selector_label)
 from esn.tables import ALL, read_tables, selection_variant
 
 
@@ -76,5 +76,5 @@ def plot_transfer(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: flo
 def _draw_transfer(job: FigureJob) -> None:
     p = job.params
     keys = [dict(identify=i, evaluate=e, selector=s) for i, e, s in p.studies]
-    plot_transfer(read_tables(job.input.tables, "delta_recall", keys), job.out, fraction=p.fraction, selectors=p.selectors,
-                  title=job.title)
+    plot_transfer(read_tables(job.input.tables, "delta_recall", keys), job.out, fraction=p.fraction,
+                  selectors=p.selectors, title=job.title)
