@@ -58,8 +58,8 @@ COLUMN_TYPES: dict[str, type] = {
 }
 
 _STUDY = ("identify", "evaluate", "selector")
-#: table kind -> the columns every table of that kind has, in their order (value columns may follow:
-#: recall_<emotion>, p_<label>, the null columns, provenance). Metrics tables start with the condition keys.
+#: table kind -> the columns every table of that kind has (others may be there too: recall_<emotion>, p_<label>,
+#: the null columns, provenance). The metrics tables start with the condition keys, in their order.
 TABLES: dict[str, tuple[str, ...]] = {
     "interventions": ("utterance_id", "emotion", "mode", "predicted"),  # + the other keys, p_<label>, speaker
     "conditions": (*CONDITION_KEYS, "accuracy"),
@@ -82,6 +82,11 @@ TABLES: dict[str, tuple[str, ...]] = {
 KIND_TYPES: dict[str, dict[str, type]] = {"population_summary": {"layer": float}}
 
 
+def column_types(kind: str) -> dict[str, type]:
+    """The type of each identifying column in a table of `kind`."""
+    return {**COLUMN_TYPES, **KIND_TYPES.get(kind, {})}
+
+
 def conform(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     """`frame` in the contract's types: a table of `kind` has its leading columns, text keys are str with "" for
     a key that does not apply, numeric keys float or int. What `read_table` gives back for what was written."""
@@ -89,7 +94,7 @@ def conform(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
     if missing:
         raise ValueError(f"a {kind} table needs the columns {missing}")
     out = frame.copy()
-    types = {**COLUMN_TYPES, **KIND_TYPES.get(kind, {})}
+    types = column_types(kind)
     for column in out.columns.intersection(list(types)):
         kind_of = types[column]
         if kind_of is str:
@@ -119,7 +124,7 @@ def read_table(path: str | Path, kind: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     else:
         header = pd.read_csv(path, nrows=0).columns
-        text = {c: str for c in header if {**COLUMN_TYPES, **KIND_TYPES.get(kind, {})}.get(c) is str}
+        text = {c: str for c in header if column_types(kind).get(c) is str}
         numbers = {c: [""] for c in header if c not in text}
         frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=numbers)
     return conform(frame, kind)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esn.tables import ALL, COLUMN_TYPES, KIND_TYPES, TABLES, conform, read_table, selection_variant, write_table
+from esn.tables import ALL, TABLES, column_types, conform, read_table, selection_variant, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _sample(kind: str) -> pd.DataFrame:
     """Four rows of `kind` with what a CSV loses: missing text keys (None and NaN), text that looks like a
     number, floats that need all 17 digits, NaN floats, and a value column beside the contract's."""
-    types = {**COLUMN_TYPES, **KIND_TYPES.get(kind, {})}
+    types = column_types(kind)
     columns = {}
     for i, column in enumerate(TABLES[kind]):
         kind_of = types.get(column, float)
@@ -40,7 +40,7 @@ def test_every_kind_round_trips_its_types(tmp_path, kind, suffix):
     write_table(frame, path, kind)
     back = read_table(path, kind)
     pd.testing.assert_frame_equal(back, conform(frame, kind))
-    types = {**COLUMN_TYPES, **KIND_TYPES.get(kind, {})}
+    types = column_types(kind)
     for column in TABLES[kind]:
         if types.get(column) is str:  # a missing key is "", text that looks like a number stays text
             assert back[column].tolist() == [back[column][0], "", "007", ""]
