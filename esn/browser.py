@@ -30,6 +30,7 @@ from esn import store
 from esn.figures import DIVERGING, emotion_color, selector_color, selector_label
 from esn.selectors import (INELIGIBLE, identification, n_selected, open_selection, overlap_between_selectors,
                            selected_mask)
+from esn.tables import ALL, read_table, selection_variant
 
 PathLike = str | Path
 TEMPLATES = Path(__file__).parent / "templates" / "browser"
@@ -228,9 +229,8 @@ def _cell_style(value_pp: float, limit_pp: float) -> str:
 
 def _main_rows(table: pd.DataFrame, mode: str, fraction: float, emotion: str) -> pd.DataFrame:
     """Rows of `mode` on emotion's set at the main fraction, identified from the full identification set."""
-    variant = table["variant"].fillna("all") if "variant" in table else pd.Series("all", index=table.index)
     return table[(table["mode"] == mode) & np.isclose(table["fraction"].astype(float), fraction)
-                 & (variant == "all") & (table["target"] == emotion)]
+                 & (selection_variant(table) == ALL) & (table["target"] == emotion)]
 
 
 def delta_recall_rows(delta: pd.DataFrame, fraction: float, emotion: str, classes: Sequence[str]
@@ -394,7 +394,7 @@ def build_site(out: PathLike, *, store_path: PathLike, corpus_dir: PathLike, sel
               "selector_label": selector_label, "position": position, "fraction": fraction,
               "provenance": {k: ds.attrs.get(k, "") for k in ("model_source", "model_revision", "site", "positions")}}
 
-    loaded = {t: (pd.read_csv(t.delta_recall), pd.read_csv(t.conditions)) for t in tables}
+    loaded = {t: (read_table(t.delta_recall, "delta_recall"), read_table(t.conditions, "conditions")) for t in tables}
     cards = {}
     for s in sels:
         counts = masks[s].sum("neuron")

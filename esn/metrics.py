@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from esn.tables import CONDITION_KEYS, INJECTION_KEYS, TWIN_KEYS
+from esn.tables import ALL, CONDITION_KEYS, INJECTION_KEYS, TWIN_KEYS, selection_variant
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,6 @@ TRANSFER_COLUMNS = ["identify", "evaluate", "selector", "control", "draw", "targ
 def transfer_table(delta: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Δrecall (and specificity) of main-size deactivation per (identify, evaluate, selector, control, target,
     class) from the delta_recall tables of every study of a model (columns identify, evaluate, selector added)."""
-    d = delta[(delta["mode"] == "deactivate") & (delta["variant"].fillna("all") == "all")
+    d = delta[(delta["mode"] == "deactivate") & (selection_variant(delta) == ALL)
               & np.isclose(delta["fraction"].astype(float), fraction)]
     return d.reindex(columns=TRANSFER_COLUMNS).sort_values(TRANSFER_COLUMNS[:7], kind="stable").reset_index(drop=True)

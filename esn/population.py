@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from esn.tables import ALL, read_table, selection_variant, write_table
+
 #: statistic -> (claim, how it is decided on one organism's row)
 CLAIMS: dict[str, tuple[str, str]] = {
     "self": ("deactivating an emotion's set lowers that emotion's recall", "hi < 0"),
@@ -40,8 +42,7 @@ ORGANISM_COLUMNS = ["organism", "seed", "identify", "evaluate", "selector", "tar
 
 
 def _main_deactivation(frame: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    variant = frame["variant"].fillna("all") if "variant" in frame else "all"
-    return frame[(frame["mode"] == "deactivate") & (variant == "all") & (frame["control"] == "selected")
+    return frame[(frame["mode"] == "deactivate") & (selection_variant(frame) == ALL) & (frame["control"] == "selected")
                  & np.isclose(frame["fraction"].astype(float), fraction)]
 
 
@@ -81,7 +82,8 @@ def organism_table(tables: Sequence[Mapping[str, object]], fraction: float) -> p
     selector, delta (path or frame of its delta_recall table) and summary (likewise)."""
     frames = []
     for t in tables:
-        delta, summary = (x if isinstance(x, pd.DataFrame) else pd.read_csv(x) for x in (t["delta"], t["summary"]))
+        delta, summary = (x if isinstance(x, pd.DataFrame) else read_table(x, kind)
+                          for x, kind in ((t["delta"], "delta_recall"), (t["summary"], "summary")))
         rows = organism_rows(delta, summary, fraction)
         for key in ("organism", "seed", "identify", "evaluate", "selector"):
             rows[key] = t[key]
@@ -95,7 +97,7 @@ def knockout_table(tables: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     (path or frame of its knockout table: the unmodified row and one row per knocked-out layer)."""
     rows = []
     for t in tables:
-        k = t["knockout"] if isinstance(t["knockout"], pd.DataFrame) else pd.read_csv(t["knockout"])
+        k = t["knockout"] if isinstance(t["knockout"], pd.DataFrame) else read_table(t["knockout"], "knockout")
         base = k[k["mode"] == "none"].iloc[0]
         for _, r in k[k["mode"] == "knockout"].iterrows():
             rows.append({"organism": t["organism"], "seed": t["seed"], "evaluate": t["evaluate"],
@@ -161,12 +163,13 @@ def claim_sentence(row: Mapping[str, object]) -> str:
     parts = [row.get("selector"),
              f"identify {row['identify']} → evaluate {row['evaluate']}" if row.get("identify") else
              (f"on {row['evaluate']}" if row.get("evaluate") else ""),
-             f"layer {int(row['layer'])}" if pd.notna(row.get("layer")) and row.get("layer") != "" else "",
+             f"layer {int(row['layer'])}" if pd.notna(row.get("layer")) else "",
              row.get("corpus")]
     where = ", ".join(x for x in parts if isinstance(x, str) and x)
     return f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
 
 
 def write(out: Mapping[str, Path | str], frames: Mapping[str, pd.DataFrame]) -> None:
+    """Each table (organisms, knockout, heldout, summary) through the table contract (kind population_<name>)."""
     for key, frame in frames.items():
-        frame.to_csv(out[key], index=False)
+        write_table(frame, out[key], f"population_{key}")

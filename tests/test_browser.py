@@ -60,6 +60,7 @@ def inputs(tiny_adapter, tiny_manifest, tmp_path_factory) -> dict:
     from esn.interventions import evaluate, selection_conditions
     from esn.metrics import summarize
     from esn.selectors import save_selection, select_variants
+    from esn.tables import write_table
 
     work = tmp_path_factory.mktemp("browser")
     store_path = work / "store.zarr"
@@ -74,8 +75,8 @@ def inputs(tiny_adapter, tiny_manifest, tmp_path_factory) -> dict:
         out = summarize(evaluate(tiny_adapter, evaluation, conditions, batch_size=8), LABELS, n_boot=20)
         for e in EVAL_CORPORA:
             paths = [work / f"{s}.{e}.{kind}.csv" for kind in ("delta_recall", "conditions")]
-            out["delta_recall"].to_csv(paths[0], index=False)
-            out["conditions"].to_csv(paths[1], index=False)
+            write_table(out["delta_recall"], paths[0], "delta_recall")  # as the metrics stage writes them
+            write_table(out["conditions"], paths[1], "conditions")
             tables.append(StudyTables(e, s, *paths))
     return {"store_path": store_path, "selections": selections, "tables": tables}
 

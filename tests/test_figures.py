@@ -178,10 +178,10 @@ def _with_draws(table: pd.DataFrame, shift: float = 0.2) -> pd.DataFrame:
 
 def test_random_draws_are_shown_as_their_mean(tmp_path, delta):
     drawn = _with_draws(delta)
-    shown = F._norm(drawn)
+    shown = F._mean_over_draws(drawn)
     keys = ["selector", "mode", "target", "fraction", "alpha", "class"]
     mean = shown[shown["control"] == "random"].set_index(keys).sort_index()
-    one = F._norm(delta)
+    one = F._mean_over_draws(delta)
     one = one[one["control"] == "random"].set_index(keys).sort_index()
     assert len(mean) == len(one)
     np.testing.assert_allclose(mean[["delta_recall", "lo", "hi"]], one[["delta_recall", "lo", "hi"]] + 0.1)
@@ -300,18 +300,22 @@ def test_confusion_per_corpus(tmp_path):
     check_outputs(out)
 
 
-def test_read_tables_round_trip(tmp_path):
-    """CSV reading keeps empty control/target of the unmodified row as '' and attaches the key columns."""
+def test_read_tables_through_the_contract(tmp_path):
+    """Figures read the workflow's tables through the contract: the unmodified row's missing control/target come
+    back as '' (no repair in the figures), and each table gets its key columns."""
+    from esn.tables import write_table
     paths = []
     for s in SELECTORS:
         paths.append(tmp_path / f"{s}.conditions.csv")
-        fake_conditions(s).to_csv(paths[-1], index=False)
-    table = F.read_tables(paths, [{"selector": s} for s in SELECTORS])
+        frame = fake_conditions(s)
+        frame.insert(1, "variant", np.where(frame["mode"] == "none", None, "all"))
+        frame.insert(7, "draw", -1)
+        write_table(frame, paths[-1], "conditions")
+    table = F.read_tables(paths, "conditions", [{"selector": s} for s in SELECTORS])
     assert list(table["selector"].unique()) == SELECTORS
     none = table[table["mode"] == "none"]
-    assert len(none) == len(SELECTORS) and none["control"].isna().all()  # '' in the CSV
-    normed = F._norm(table)
-    assert (normed.loc[normed["mode"] == "none", ["control", "target"]] == "").all().all()
+    assert len(none) == len(SELECTORS) and (none[["variant", "control", "target"]] == "").all().all()
+    assert table["layer"].dtype == np.int64 and table["alpha"].dtype == np.float64
 
 
 def test_helpers():

@@ -153,7 +153,8 @@ def plot_extra_view(delta, out, *, fraction, selectors=None, title=None):
 @register("extra_view", "12 extra view", "A figure added by the README's recipe.", {"tables": "study:delta_recall"},
           sweeps=True)
 def _draw_extra_view(job: FigureJob) -> None:
-    plot_extra_view(job.per_selector(job.input.tables), job.out, fraction=job.params.fraction, title=job.title)
+    plot_extra_view(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=job.params.fraction,
+                    title=job.title)
 '''
 
 

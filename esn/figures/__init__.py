@@ -55,7 +55,7 @@ from esn.figures.registry import FIGURES, FigureJob, FigureKind, study_kinds  # 
 from esn.figures.injection import STRATEGY_COLORS, STRATEGY_LABELS  # noqa: F401
 from esn.figures.style import DIVERGING, DPI, FALLBACK_COLOR, SELECTOR_SHORT, SEQUENTIAL, PathLike  # noqa: F401
 from esn.figures.style import selector_label, selector_short  # noqa: F401
-from esn.figures.style import _ci_text, _norm  # noqa: F401
+from esn.figures.style import _ci_text, _mean_over_draws  # noqa: F401
 
 __all__ = [
     "EMOTION_COLORS", "SELECTOR_COLORS", "SELECTOR_LABELS", "emotion_color", "selector_color",

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from esn.figures.registry import FigureJob, register
 from esn.figures.style import (DIVERGING, PathLike, _band, _ci_text, _close, _emotion_order, _emotion_title, _fmt_num,
-                               _heatmap, _legend, _limit, _log_x, _no_data, _norm, _pct, _selectors, _signed,
+                               _heatmap, _legend, _limit, _log_x, _no_data, _mean_over_draws, _pct, _selectors, _signed,
                                _suptitle, _themed, _tint_emotion_ticks, save, selector_color, selector_label)
 
 
@@ -50,7 +50,7 @@ def plot_delta_recall(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction:
                       selectors: Sequence[str] | None = None, title: str | None = None) -> None:
     """Δrecall[target, class] under deactivation at `fraction`: one column of panels per selector, the
     selected set on top, its random control below. `delta`: delta_recall tables with a `selector` column."""
-    d = _norm(delta)
+    d = _mean_over_draws(delta)
     d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] != "specificity")]
     sels = _selectors(d, selectors)
     targets, classes = _emotion_order(d["target"]), _emotion_order(d["class"])
@@ -105,9 +105,9 @@ def plot_specificity(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: 
     mean of the per-emotion bounds."""
     means = None
     if summary is not None and len(summary):
-        m = _norm(summary)
+        m = _mean_over_draws(summary)
         means = m[(m["mode"] == "deactivate") & _close(m["fraction"], fraction) & (m["statistic"] == "specificity")]
-    d = _norm(delta)
+    d = _mean_over_draws(delta)
     d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] == "specificity")]
     sels = _selectors(d, selectors)
     targets = _emotion_order(d["target"])
@@ -167,7 +167,7 @@ def plot_strength(conditions: pd.DataFrame, out: Sequence[PathLike], *, fraction
                   selectors: Sequence[str] | None = None, title: str | None = None) -> None:
     """Gain a ← (1+α)·a on each emotion's set at `fraction`: α vs the share of predictions equal to the
     target (top) and vs accuracy (bottom), per target emotion and selector; random control dashed."""
-    c = _norm(conditions)
+    c = _mean_over_draws(conditions)
     base = c[c["mode"] == "none"]
     gain = c[(c["mode"] == "gain") & _close(c["fraction"], fraction)]
     sels = _selectors(gain, selectors)
@@ -221,7 +221,7 @@ def plot_set_size(delta: pd.DataFrame, out: Sequence[PathLike], *, selectors: Se
                   main_fraction: float | None = None, title: str | None = None) -> None:
     """Deactivation vs set size: Δrecall(e,e) (top) and specificity (bottom), per target emotion and over
     emotions, per selector; random control dashed."""
-    d = _norm(delta)
+    d = _mean_over_draws(delta)
     d = d[d["mode"] == "deactivate"]
     own = d[d["class"] == d["target"]]
     spec = d[d["class"] == "specificity"]
@@ -274,16 +274,16 @@ def plot_set_size(delta: pd.DataFrame, out: Sequence[PathLike], *, selectors: Se
           "set size, beside the random control.", {"tables": "study:delta_recall"})
 def _draw_delta_recall(job: FigureJob) -> None:
     p = job.params
-    plot_delta_recall(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
-                      title=job.title)
+    plot_delta_recall(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction,
+                      selectors=p.selectors, title=job.title)
 
 
 @register("specificity", "2 specificity", "Specificity of deactivation per selector and target emotion, selected set "
           "vs random control.", {"tables": "study:delta_recall", "summaries": "study:summary"})
 def _draw_specificity(job: FigureJob) -> None:
     p = job.params
-    plot_specificity(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
-                     title=job.title, summary=job.per_selector(job.input.summaries))
+    plot_specificity(job.per_selector(job.input.tables, "delta_recall"), job.out, fraction=p.fraction,
+                     selectors=p.selectors, title=job.title, summary=job.per_selector(job.input.summaries, "summary"))
 
 
 @register("strength", "3 gain strength", "Gain sweep: α vs share of predictions equal to the target, and vs accuracy.",
@@ -291,7 +291,7 @@ def _draw_specificity(job: FigureJob) -> None:
           applies=lambda config: bool(config["intervention"]["alphas"]))
 def _draw_strength(job: FigureJob) -> None:
     p = job.params
-    plot_strength(job.per_selector(job.input.tables), job.out, fraction=p.fraction, selectors=p.selectors,
+    plot_strength(job.per_selector(job.input.tables, "conditions"), job.out, fraction=p.fraction, selectors=p.selectors,
                   title=job.title)
 
 
@@ -299,5 +299,5 @@ def _draw_strength(job: FigureJob) -> None:
           {"tables": "study:delta_recall"}, params=("selectors", "fraction", "fractions"), sweeps=True)
 def _draw_set_size(job: FigureJob) -> None:
     p = job.params
-    plot_set_size(job.per_selector(job.input.tables), job.out, selectors=p.selectors, main_fraction=p.fraction,
-                  title=job.title)
+    plot_set_size(job.per_selector(job.input.tables, "delta_recall"), job.out, selectors=p.selectors,
+                  main_fraction=p.fraction, title=job.title)

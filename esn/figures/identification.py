@@ -18,10 +18,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _band, _close, _emotion_order, _emotion_title, _legend, _log_x, _norm, _pct,
-                               _selectors, _suptitle, _themed, parse_variant, save, selector_color, selector_label)
-from esn.figures.style import read_tables
-from esn.tables import ALL, CORRECT_ONLY
+from esn.figures.style import (PathLike, _band, _close, _emotion_order, _emotion_title, _legend, _log_x,
+                               _mean_over_draws, _pct, _selectors, _suptitle, _themed, parse_variant, save,
+                               selector_color, selector_label)
+from esn.tables import ALL, CORRECT_ONLY, read_tables
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -59,15 +59,15 @@ def plot_id_size(sweep: pd.DataFrame, full: pd.DataFrame, stability: pd.DataFram
     horizontal reference. Bottom: Jaccard of those sets with the full-set selection (solid) and between
     seeds at the same N (dashed). `sweep`: delta_recall tables with columns selector, n, seed;
     `full`: delta_recall tables of the full identification set with a selector column."""
-    s = _norm(sweep)
+    s = _mean_over_draws(sweep)
     s = s[(s["mode"] == "deactivate") & (s["control"] == "selected") & (s["class"] == "specificity")
           & _close(s["fraction"], fraction)]
-    f = _norm(full)
+    f = _mean_over_draws(full)
     f = f[(f["mode"] == "deactivate") & (f["control"] == "selected") & (f["class"] == "specificity")
           & _close(f["fraction"], fraction)]
     sels = _selectors(pd.concat([s[["selector"]], f[["selector"]]]), selectors)
-    stab = _stability_pairs(_norm(stability)) if stability is not None and len(stability) else _stability_pairs(
-        pd.DataFrame(columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"]))
+    none = pd.DataFrame(columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"])
+    stab = _stability_pairs(_mean_over_draws(stability) if stability is not None and len(stability) else none)
     targets = _emotion_order(set(s["target"]) | set(f["target"]) | set(stab["emotion"]))
     groups = ["mean"] + targets
     ns = sorted(set(s["n"].dropna().astype(int)) | set(stab["n"].astype(int)))
@@ -130,7 +130,7 @@ def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out
     """Identification from every clip vs from correctly recognised clips only: mean specificity of
     deactivating each selector's sets (95 % CI), and the Jaccard overlap of the two sets (annotated).
     `summary`: the summary tables with a selector column; `stability`: the selector stability table."""
-    s = _norm(summary)
+    s = _mean_over_draws(summary)
     s = s[(s["mode"] == "deactivate") & (s["control"] == "selected") & (s["statistic"] == "specificity")
           & _close(s["fraction"], fraction) & s["variant"].isin(["all", "correct"])]
     sels = _selectors(s, selectors)
@@ -138,7 +138,7 @@ def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out
     width = 0.38
     jac = pd.DataFrame(columns=["selector", "jaccard"])
     if stability is not None and len(stability):
-        st = _norm(stability)
+        st = _mean_over_draws(stability)
         pair = ((st["variant_a"] == "all") & (st["variant_b"] == "correct")) | (
             (st["variant_a"] == "correct") & (st["variant_b"] == "all"))
         jac = st[pair].groupby("selector", as_index=False)["jaccard"].mean()
@@ -175,10 +175,10 @@ def plot_correct_only(summary: pd.DataFrame, stability: pd.DataFrame | None, out
           applies=lambda config: bool(config["selection"]["id_sizes"]))
 def _draw_id_size(job: FigureJob) -> None:
     p = job.params
-    rows = job.all_selector_rows(job.input.full)
+    rows = job.all_selector_rows(job.input.full, "delta_recall")
     sweep = rows[~rows["variant"].isin([ALL, CORRECT_ONLY])].copy()
     sweep["n"], sweep["seed"] = zip(*[parse_variant(v) for v in sweep["variant"]]) if len(sweep) else ([], [])
-    plot_id_size(sweep, rows[rows["variant"] == ALL], read_tables([job.input.stability]), job.out,
+    plot_id_size(sweep, rows[rows["variant"] == ALL], read_tables([job.input.stability], "stability"), job.out,
                  fraction=p.fraction, selectors=p.selectors, title=job.title)
 
 
@@ -187,5 +187,6 @@ def _draw_id_size(job: FigureJob) -> None:
           applies=lambda config: bool(config["selection"]["compare_correct_only"]))
 def _draw_correct_only(job: FigureJob) -> None:
     p = job.params
-    plot_correct_only(job.all_selector_rows(job.input.summaries), read_tables([job.input.stability]), job.out,
-                      fraction=p.fraction, selectors=p.selectors, title=job.title)
+    plot_correct_only(job.all_selector_rows(job.input.summaries, "summary"),
+                      read_tables([job.input.stability], "stability"), job.out, fraction=p.fraction,
+                      selectors=p.selectors, title=job.title)

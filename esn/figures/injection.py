@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _band, _close, _fmt_num, _legend, _log_x, _no_data, _norm, _pct, _selectors,
-                               _suptitle, _themed, save, selector_color, selector_label)
-from esn.figures.style import read_tables
+from esn.figures.style import (PathLike, _band, _close, _fmt_num, _legend, _log_x, _no_data, _mean_over_draws, _pct,
+                               _selectors, _suptitle, _themed, save, selector_color, selector_label)
+from esn.tables import read_tables
 
 
 #: one colour per injection strategy (Paul Tol's bright scheme, apart from the emotion colours' use)
@@ -35,7 +35,7 @@ def plot_injection(injection: pd.DataFrame, out: Sequence[PathLike], *, fraction
     """Label-free injection: change of UAR against the unmodified model vs gain strength α, one panel per
     selector, one line per strategy (random counterpart dashed), bands = paired 95 % bootstrap CI.
     `injection`: the `injection` tables of a study's selectors with a selector column."""
-    d = _norm(injection)
+    d = _mean_over_draws(injection)
     d = d[(d["statistic"] == statistic) & _close(d["fraction"], fraction)]
     sels = _selectors(d, selectors)
     strategies = [s for s in STRATEGY_COLORS if s in set(d["strategy"])]
@@ -78,5 +78,5 @@ def plot_injection(injection: pd.DataFrame, out: Sequence[PathLike], *, fraction
           applies=lambda config: bool(config["intervention"]["injection"] and config["intervention"]["alphas"]))
 def _draw_injection(job: FigureJob) -> None:
     p = job.params
-    plot_injection(read_tables(job.input.tables, [{"selector": s} for s in p.selectors]), job.out,
+    plot_injection(read_tables(job.input.tables, "injection", [{"selector": s} for s in p.selectors]), job.out,
                    fraction=p.fraction, selectors=p.selectors, title=job.title)

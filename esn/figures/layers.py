@@ -15,9 +15,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (PathLike, _emotion_order, _legend, _norm, _pct, _selectors, _suptitle, _themed,
-                               emotion_color, save, selector_color, selector_label)
-from esn.figures.style import read_tables
+from esn.figures.style import (PathLike, _emotion_order, _legend, _mean_over_draws, _pct, _selectors, _suptitle,
+                               _themed, emotion_color, save, selector_color, selector_label)
+from esn.tables import read_tables
 
 
 def _knockout_chance(knockout: pd.DataFrame) -> float | None:
@@ -31,13 +31,13 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
                 title: str | None = None) -> None:
     """Top: accuracy with each decoder layer's MLP knocked out (which layers carry the decision at all).
     Below, on the same layer axis: ESNs per layer per emotion, one panel per selector."""
-    counts = _norm(counts)
+    counts = _mean_over_draws(counts)
     sels = _selectors(counts, selectors)
     emotions = _emotion_order(counts["emotion"]) if "emotion" in counts else []
     layers = set(pd.to_numeric(counts["layer"]).astype(int)) if len(counts) else set()
     ko = None
     if knockout is not None and len(knockout):
-        ko = _norm(knockout)
+        ko = _mean_over_draws(knockout)
         ko["layer"] = pd.to_numeric(ko["layer"]).astype(int)
         layers |= set(ko.loc[ko["mode"] == "knockout", "layer"])
     layers_list = sorted(layers) or [0]
@@ -110,6 +110,6 @@ def plot_layers(counts: pd.DataFrame, knockout: pd.DataFrame | None, out: Sequen
           {"counts": "neurons:counts_per_layer", "knockout": "knockout"})
 def _draw_layers(job: FigureJob) -> None:
     p = job.params
-    knockout = read_tables(job.input.knockout) if len(job.input.knockout) else None
-    plot_layers(read_tables([job.input.counts]), knockout, job.out, selectors=p.selectors, fraction=p.fraction,
-                title=job.title)
+    knockout = read_tables(job.input.knockout, "knockout") if len(job.input.knockout) else None
+    plot_layers(read_tables([job.input.counts], "counts_per_layer"), knockout, job.out, selectors=p.selectors,
+                fraction=p.fraction, title=job.title)

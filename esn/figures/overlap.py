@@ -15,10 +15,10 @@ import pandas as pd
 from matplotlib.colors import Normalize
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (SEQUENTIAL, PathLike, _emotion_order, _emotion_title, _heatmap, _no_data, _norm, _pct,
-                               _selectors, _suptitle, _themed, _tint_emotion_ticks, save, selector_color,
-                               selector_label, selector_short)
-from esn.figures.style import read_tables
+from esn.figures.style import (SEQUENTIAL, PathLike, _emotion_order, _emotion_title, _heatmap, _no_data,
+                               _mean_over_draws, _pct, _selectors, _suptitle, _themed, _tint_emotion_ticks, save,
+                               selector_color, selector_label, selector_short)
+from esn.tables import read_tables
 
 
 def _square(table: pd.DataFrame, a: str, b: str, order: list[str]) -> pd.DataFrame:
@@ -37,8 +37,8 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
                  title: str | None = None) -> None:
     """Jaccard overlap of neuron sets: between emotions (one panel per selector, top) and between selectors
     (one panel per emotion, bottom). Lower triangles; the diagonal (1) is left out."""
-    em = _norm(emotions)
-    se = _norm(selectors_table)
+    em = _mean_over_draws(emotions)
+    se = _mean_over_draws(selectors_table)
     in_pairs = set(se["selector_a"]) | set(se["selector_b"])
     sels = _selectors(em, selectors)
     emo = _emotion_order(set(em["emotion_a"]) | set(em["emotion_b"]) | set(se["emotion"]))
@@ -100,5 +100,6 @@ def plot_overlap(emotions: pd.DataFrame, selectors_table: pd.DataFrame, out: Seq
           {"emotions": "neurons:overlap_emotions", "selectors": "neurons:overlap_selectors"})
 def _draw_overlap(job: FigureJob) -> None:
     p, wc = job.params, job.wildcards
-    plot_overlap(read_tables([job.input.emotions]), read_tables([job.input.selectors]), job.out,
+    plot_overlap(read_tables([job.input.emotions], "overlap_emotions"),
+                 read_tables([job.input.selectors], "overlap_selectors"), job.out,
                  selectors=p.selectors, fraction=p.fraction, title=f"{wc['model']} · identify {wc['id_corpus']}")

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _legend, _selectors, _suptitle, _themed, save, selector_color,
                                selector_label, selector_short)
-from esn.figures.style import read_tables
+from esn.tables import read_tables
 
 
 def _organism_offsets(n: int, width: float = 0.5) -> np.ndarray:
@@ -54,7 +54,6 @@ def plot_population(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd
     names = sorted(mean["organism"].unique(), key=lambda o: int(mean.loc[mean["organism"] == o, "seed"].iloc[0]))
     n = len(names)
     offsets = dict(zip(names, _organism_offsets(n)))
-    summary = summary.fillna({"identify": "", "evaluate": "", "selector": "", "corpus": ""})
     fig, axes = plt.subplots(len(studies), 3, figsize=(12.5, 3.6 * len(studies) + 0.9), layout="constrained",
                              squeeze=False, gridspec_kw={"width_ratios": [1.3, 1.0, 1.0]})
     for row_axes, (identify, evaluate) in zip(axes, studies):
@@ -155,5 +154,7 @@ def plot_population(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd
           scope="population", params=("selectors", "fraction", "organisms"))
 def _draw_population(job: FigureJob) -> None:
     p, i = job.params, job.input
-    plot_population(*(read_tables([t]) for t in (i.organisms, i.knockout, i.heldout, i.summary)), job.out,
-                    fraction=p.fraction, selectors=p.selectors, title=f"population of {len(p.organisms)} organisms")
+    tables = {name: read_tables([getattr(i, name)], f"population_{name}")
+              for name in ("organisms", "knockout", "heldout", "summary")}
+    plot_population(*tables.values(), job.out, fraction=p.fraction, selectors=p.selectors,
+                    title=f"population of {len(p.organisms)} organisms")

@@ -21,8 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from esn.figures.style import read_tables
-from esn.tables import ALL
+from esn.tables import ALL, read_tables, selection_variant
 
 #: Where a kind is drawn: per main study, per model (all its studies), per organism, for the population.
 SCOPES = ("study", "model", "organism", "population")
@@ -38,15 +37,15 @@ class FigureJob:
     title: str
     wildcards: Mapping[str, str] = field(default_factory=dict)
 
-    def all_selector_rows(self, paths: Sequence[str]) -> pd.DataFrame:
-        """Each selector's table (selector column added), every identification variant."""
-        table = read_tables(paths, [{"selector": s} for s in self.params.selectors])
-        table["variant"] = table["variant"].fillna(ALL)  # the unmodified model's row has no variant
-        return table
+    def all_selector_rows(self, paths: Sequence[str], kind: str) -> pd.DataFrame:
+        """Each selector's table of `kind` (selector column added), every identification variant; the unmodified
+        model's row counts as the whole set's (`esn.tables.selection_variant`)."""
+        table = read_tables(paths, kind, [{"selector": s} for s in self.params.selectors])
+        return table.assign(variant=selection_variant(table))
 
-    def per_selector(self, paths: Sequence[str]) -> pd.DataFrame:
+    def per_selector(self, paths: Sequence[str], kind: str) -> pd.DataFrame:
         """Rows of sets identified from the full identification set (and the unmodified model)."""
-        table = self.all_selector_rows(paths)
+        table = self.all_selector_rows(paths, kind)
         return table[table["variant"] == ALL]
 
 

@@ -1,9 +1,10 @@
 """Shared style of every figure and the helpers more than one figure family uses: the fixed colour of each
 emotion and selector and the two palettes (`DIVERGING` for signed quantities, `SEQUENTIAL` for overlaps),
-the theme every `plot_*` draws in (`_themed`) and the reproducible `save`, reading and normalising the
-workflow's tables (`read_tables`, `parse_variant`, `_norm`, which averages the random control's draws,
-`_ci_text`), and the small text, number, legend and axis helpers. Importing it selects matplotlib's
-non-interactive Agg backend; `esn.figures` imports it before any figure module.
+the theme every `plot_*` draws in (`_themed`) and the reproducible `save`, the workflow's tables
+(`read_tables` and `parse_variant`, re-exported from the table contract `esn.tables`; `_mean_over_draws`,
+which averages the random control's draws; `_ci_text`), and the small text, number, legend and axis
+helpers. Importing it selects matplotlib's non-interactive Agg backend; `esn.figures` imports it before any
+figure module.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
 from esn.emotions import EMOTIONS  # noqa: E402
-from esn.tables import CONDITION_KEYS, parse_variant  # noqa: E402, F401  (parse_variant: re-exported)
+from esn.tables import CONDITION_KEYS, parse_variant, read_tables  # noqa: E402, F401  (re-exported)
 
 PathLike = str | Path
 
@@ -94,17 +95,6 @@ def selector_short(selector: str) -> str:
     return SELECTOR_SHORT.get(selector, selector)
 
 
-def read_tables(paths: Sequence[PathLike], keys: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """Concatenate CSV tables, adding the columns of `keys[i]` (e.g. {"selector": "mad"}) to table i."""
-    frames = []
-    for i, path in enumerate(paths):
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        for column, value in (keys[i] if keys is not None else {}).items():
-            frame[column] = value
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 #: Resolution of PNG outputs (dots per inch).
 DPI = 200
 
@@ -160,19 +150,6 @@ def _selectors(data: pd.DataFrame, selectors: Sequence[str] | None) -> list[str]
 #: Columns that identify a row of a metrics table (everything else numeric is a value).
 _KEY_COLUMNS = (*(k for k in CONDITION_KEYS if k != "draw"), "class", "statistic", "selector", "identify", "evaluate",
                 "n", "seed", "bootstrap_unit")
-
-
-def _norm(table: pd.DataFrame) -> pd.DataFrame:
-    """Empty strings for missing control/target (CSV reads '' as NaN), floats for fraction/alpha, and the
-    random control's draws collapsed to their mean (`_mean_over_draws`)."""
-    t = table.copy()
-    for column in ("mode", "control", "target", "class", "selector"):
-        if column in t:
-            t[column] = t[column].fillna("").astype(str)
-    for column in ("fraction", "alpha"):
-        if column in t:
-            t[column] = pd.to_numeric(t[column], errors="coerce").astype(float)
-    return _mean_over_draws(t)
 
 
 def _mean_over_draws(t: pd.DataFrame) -> pd.DataFrame:

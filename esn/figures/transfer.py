@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.colors import Normalize
 
 from esn.figures.registry import FigureJob, register
-from esn.figures.style import (DIVERGING, PathLike, _close, _heatmap, _limit, _norm, _pct, _selectors, _signed,
-                               _suptitle, _themed, save, selector_color, selector_label)
-from esn.figures.style import read_tables
+from esn.figures.style import (DIVERGING, PathLike, _close, _heatmap, _limit, _mean_over_draws, _pct, _selectors,
+                               _signed, _suptitle, _themed, save, selector_color, selector_label)
+from esn.tables import ALL, read_tables, selection_variant
 
 
 @_themed
@@ -26,10 +26,9 @@ def plot_transfer(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: flo
     """Mean specificity (over target emotions) of deactivating sets identified on corpus A (rows) and
     evaluated on corpus B (columns), one panel per selector; the random control's value in brackets.
     `delta`: delta_recall tables with columns identify, evaluate, selector."""
-    d = _norm(delta)
-    variant = d["variant"].fillna("all") if "variant" in d else "all"
+    d = _mean_over_draws(delta)
     d = d[(d["mode"] == "deactivate") & _close(d["fraction"], fraction) & (d["class"] == "specificity")
-          & (variant == "all")]  # the full identification set's sets only (not the identification variants)
+          & (selection_variant(d) == ALL)]  # the full identification set's sets only (not the identification variants)
     sels = _selectors(d, selectors)
     ident = list(dict.fromkeys(sorted(d["identify"].astype(str))))
     evals = list(dict.fromkeys(sorted(d["evaluate"].astype(str))))
@@ -77,5 +76,5 @@ def plot_transfer(delta: pd.DataFrame, out: Sequence[PathLike], *, fraction: flo
 def _draw_transfer(job: FigureJob) -> None:
     p = job.params
     keys = [dict(identify=i, evaluate=e, selector=s) for i, e, s in p.studies]
-    plot_transfer(read_tables(job.input.tables, keys), job.out, fraction=p.fraction, selectors=p.selectors,
-                  title=job.title)
+    plot_transfer(read_tables(job.input.tables, "delta_recall", keys), job.out, fraction=p.fraction,
+                  selectors=p.selectors, title=job.title)

@@ -6,6 +6,7 @@ from esn.interventions import evaluate, knockout_conditions, selection_condition
 from esn.models import load_adapter
 from esn.prepare import load_manifest
 from esn.selectors import open_selection
+from esn.tables import write_table
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -27,4 +28,4 @@ log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in condition
 tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"],
                   mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"], batch_tokens=spec.get("batch_tokens"))
 for out, table in tables.items():
-    table.to_parquet(out, index=False)
+    write_table(table, out, "interventions")

@@ -1,15 +1,13 @@
-import pandas as pd
-
 from esn.metrics import summarize
+from esn.tables import read_table, write_table
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
-table = pd.read_parquet(snakemake.input.table)
+table = read_table(snakemake.input.table, "interventions")
 labels = [c[2:] for c in table.columns if c.startswith("p_")]
 out = summarize(table, labels, n_boot=snakemake.params.bootstrap, seed=snakemake.params.seed,
                 unit=snakemake.params.unit)
-out["conditions"].to_csv(snakemake.output.conditions, index=False)
-out["delta_recall"].to_csv(snakemake.output.delta, index=False)
-out["summary"].to_csv(snakemake.output.summary, index=False)
-out["injection"].to_csv(snakemake.output.injection, index=False)
+for kind, path in (("conditions", snakemake.output.conditions), ("delta_recall", snakemake.output.delta),
+                   ("summary", snakemake.output.summary), ("injection", snakemake.output.injection)):
+    write_table(out[kind], path, kind)
 log.info("mean over targets:\n%s", out["summary"].to_string(index=False))
