@@ -26,6 +26,8 @@ adapter's plumbing against that interface, not Kimi-Audio itself.
 from __future__ import annotations
 
 import math
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -482,3 +484,13 @@ def build_kimi_fake(seed: int = 0) -> tuple[FakeKimiAudio, FakeKimiPromptManager
                             kimia_media_end=tok.convert_tokens_to_ids("<|im_media_end|>"), kimia_token_offset=offset)
     model = FakeKimiAudio(config).eval()
     return model, FakeKimiPromptManager(FakeKimiTextTokenizer(tok), offset, seed=seed)
+
+
+def install_prompt_manager(monkeypatch: Any, prompt_manager_cls: Any) -> None:
+    """Make `from kimia_infer.api.prompt_manager import KimiAPromptManager` give `prompt_manager_cls` (kimia_infer
+    is not installed here: a FAKE package of three empty modules)."""
+    module = types.ModuleType("kimia_infer.api.prompt_manager")
+    module.KimiAPromptManager = prompt_manager_cls
+    for name in ("kimia_infer", "kimia_infer.api"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "kimia_infer.api.prompt_manager", module)

@@ -22,7 +22,7 @@ from kimi_remote import (ENV, KIMIA_ENV, KIMIA_SOURCES, SOURCE, check_files, fil
                          kimia_infer_commit, kimia_infer_folder, real_prompt_manager_module, remote_code_folder,
                          runtime_patches, tiny_config, write_checkpoint)
 from models_tiny import (KIMI_SPECIALS, KIMI_SPEECH_CODES, KIMI_WHISPER_DIM, PROMPT, FakeKimiPromptManager,
-                         FakeKimiTextTokenizer, waves)
+                         FakeKimiTextTokenizer, install_prompt_manager, waves)
 
 from esn.hooks import scaled
 from esn.interventions import Condition, score_conditions
@@ -66,11 +66,7 @@ def kimi(tmp_path_factory):
                 calls.append((model_path, kimia_token_offset, kimia_text_audiodelaytokens))
                 return prompt_manager
 
-        module = types.ModuleType("kimia_infer.api.prompt_manager")
-        module.KimiAPromptManager = KimiAPromptManager
-        for name in ("kimia_infer", "kimia_infer.api"):
-            mp.setitem(sys.modules, name, types.ModuleType(name))
-        mp.setitem(sys.modules, "kimia_infer.api.prompt_manager", module)
+        install_prompt_manager(mp, KimiAPromptManager)
         adapter = load_adapter({"adapter": "kimi_audio", "path": str(folder), "prompt": PROMPT, "dtype": "float32",
                                 "trust_remote_code": True, "revision": SOURCE["commit"], "scoring": "first_token"},
                                LABELS)

@@ -10,13 +10,12 @@ exactly 1 must change nothing at all, and deactivation must not depend on the si
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
-from models_tiny import PROMPT, build_af3, build_kimi_fake, build_omni, build_qwen2_audio, waves
+from models_tiny import (PROMPT, build_af3, build_kimi_fake, build_omni, build_qwen2_audio, install_prompt_manager,
+                         waves)
 
 from esn.hooks import on_activations, scaled
 from esn.models import load_adapter
@@ -361,11 +360,7 @@ def test_kimi_load_wiring_with_fake_remote_code(monkeypatch, tmp_path):
         calls["prompt_manager"] = (model_path, kimia_token_offset)
         return prompt_manager
 
-    pm_module = types.ModuleType("kimia_infer.api.prompt_manager")
-    pm_module.KimiAPromptManager = prompt_manager_cls
-    for mod in ("kimia_infer", "kimia_infer.api"):
-        monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
-    monkeypatch.setitem(sys.modules, "kimia_infer.api.prompt_manager", pm_module)
+    install_prompt_manager(monkeypatch, prompt_manager_cls)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     adapter = load_adapter({"adapter": "kimi_audio", "path": str(tmp_path), "prompt": PROMPT,
                             "trust_remote_code": True, "revision": COMMIT, "dtype": "float32"}, LABELS)
