@@ -206,6 +206,13 @@ def _ffn(model: Ct2Model, src: str, dst: str) -> dict[str, np.ndarray]:
     return state
 
 
+def _self_attention(model: Ct2Model, src: str, dst: str) -> dict[str, np.ndarray]:
+    """A layer's self-attention and its layer norm (encoder and decoder alike): `linear_0` is the fused Q, K, V."""
+    return (_norm(model, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+            | _attention(model, f"{src}/self_attention", f"{dst}.self_attn",
+                         [("linear_0", ["q_proj", "k_proj", "v_proj"])], "linear_1"))
+
+
 def to_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
     """transformers `WhisperForConditionalGeneration` weights from the CTranslate2 variables.
 
@@ -228,18 +235,14 @@ def to_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
     state[f"{enc}.embed_positions.weight"] = model.get("encoder/position_encodings/encodings")
     for i in range(_count_layers(model, "encoder")):
         src, dst = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        state |= _norm(model, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        state |= _attention(model, f"{src}/self_attention", f"{dst}.self_attn",
-                            [("linear_0", ["q_proj", "k_proj", "v_proj"])], "linear_1")
+        state |= _self_attention(model, src, dst)
         state |= _ffn(model, f"{src}/ffn", dst)
     state |= _norm(model, "encoder/layer_norm", f"{enc}.layer_norm")
     state[f"{dec}.embed_tokens.weight"] = model.get("decoder/embeddings/weight")
     state[f"{dec}.embed_positions.weight"] = model.get("decoder/position_encodings/encodings")
     for i in range(_count_layers(model, "decoder")):
         src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        state |= _norm(model, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        state |= _attention(model, f"{src}/self_attention", f"{dst}.self_attn",
-                            [("linear_0", ["q_proj", "k_proj", "v_proj"])], "linear_1")
+        state |= _self_attention(model, src, dst)
         state |= _norm(model, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
         state |= _attention(model, f"{src}/attention", f"{dst}.encoder_attn",
                             [("linear_0", ["q_proj"]), ("linear_1", ["k_proj", "v_proj"])], "linear_2")

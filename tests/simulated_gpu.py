@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import traceback
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
