@@ -61,6 +61,7 @@ class BatchStatistics:
     label_prob: np.ndarray       # [B, C]
     attribution: np.ndarray | None = None  # [B, L, N]
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
+    saturated: int = 0                     # statistics clipped to the store dtype's range (`store.saturate`)
 
 
 #: whether this torch build multiplies bf16/fp16 into float32 on the device (`bmm(..., out_dtype=)`; None: untried)
@@ -165,17 +166,18 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                                        + sum(((a * a.grad).float().sum(1) for a in answered[l]), torch.zeros((), device=dev))
                                        for l in range(L)], dim=1)
     denom = counts.clamp(min=1)[:, :, None, None]
-    out = torch.cat([(sums / denom).to(dtype), (positive / denom).to(dtype)], dim=1)
-    host = out.cpu()  # the one host copy of the batch's neuron statistics
+    out, saturated = store.saturate(torch.cat([sums / denom, positive / denom], dim=1), dtype)
+    host = out.to(dtype).cpu()  # the one host copy of the batch's neuron statistics
     probs = logp.detach().exp().float().cpu()
     return BatchStatistics(host[:, :G].numpy(), host[:, G:].numpy(), counts.round().int().cpu().numpy(),
-                           probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy())
+                           probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy(),
+                           saturated=int(saturated))
 
 
 def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
     return BatchStatistics(*[None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
                              for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution",
-                                       "generated")])
+                                       "generated")], saturated=sum(p.saturated for p in parts))
 
 
 def clip_tokens(adapter: AudioLMAdapter, durations: np.ndarray) -> np.ndarray:
@@ -240,6 +242,16 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
         g.attrs.update({"batch_tokens": str(budget), "batch_tokens_source": how})
     writer = ThreadPoolExecutor(max_workers=1)
     pending: Future | None = None
+    saturated = [int(g.attrs.get("saturated", 0))]  # committed blocks' count, kept across a resume
+
+    def commit(k: int, values: dict[str, np.ndarray], n_saturated: int) -> None:
+        store.write_block(g, k, values)
+        if n_saturated:
+            saturated[0] += n_saturated
+            g.attrs["saturated"] = str(saturated[0])
+            log.warning("block %d: %d statistics beyond the %s range were clipped (store attribute 'saturated')",
+                        k, n_saturated, dtype)
+
     bar = tqdm(total=sum(layout.block(k).stop - layout.block(k).start for k in todo), desc="capture", unit="utt")
 
     def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
@@ -286,7 +298,7 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
             values["correct"] = (values["predicted"] == rows["emotion"].to_numpy(dtype=object)).astype("int8")
             if pending is not None:
                 pending.result()  # at most one block in flight; errors surface here
-            pending = writer.submit(store.write_block, g, k, values)
+            pending = writer.submit(commit, k, values, block.saturated)
             n_done += len(rows)
         if pending is not None:
             pending.result()
@@ -296,7 +308,7 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
         if prefetch is not None:
             prefetch.close()
     fitted = {"batch_size_that_fit" if budget is None else "batch_tokens_that_fit": clips.size}
-    g.attrs.update({k: str(v) for k, v in fitted.items()})
+    g.attrs.update({**{k: str(v) for k, v in fitted.items()}, "saturated": str(saturated[0])})
     summary: dict[str, Any] = {}
     if prefetch is not None:
         summary["host_preparation_s"] = round(prefetch.prepare_s, 2)
@@ -312,5 +324,5 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     store.finalize(partial, out)
     elapsed = time.time() - t0
     return {"utterances": len(utterances), "captured": n_done, "blocks": layout.n_blocks, "resumed": resumed,
-            **fitted, "seconds": round(elapsed, 2),
+            **fitted, "saturated": saturated[0], "seconds": round(elapsed, 2),
             "utterances_per_s": round(n_done / max(elapsed, 1e-9), 2), **summary}

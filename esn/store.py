@@ -15,6 +15,12 @@ Layout (dims named for xarray through Zarr v3 `dimension_names`):
 Coordinates along `utterance`: emotion, speaker, corpus, split, duration_s. Attributes: provenance
 (model, revision, adapter, site, positions, dtype, config hash, package version, ...).
 
+Neuron statistics are reduced in float32 and stored as means and fractions (never sums, which outgrow
+float16 over long clips) in `capture.dtype`: float16 halves the store, and selections from it agree with
+float32 ones (`benchmarks/bench_store_dtype.py`); a mean beyond float16's range (±65 504) is clipped to it,
+never stored as inf, and counted in the attribute `saturated`. Attribution stays float32 (its values are
+small products of activations and gradients, below float16's normal range).
+
 Writing is resumable: the store is pre-allocated under `<path>.partial`, blocks of `block_size`
 utterances are written and then flagged in `block_done`, and the finished store is renamed into
 place. A killed job resumes at the first unflagged block; a plain append left unreadable stores.
@@ -102,6 +108,20 @@ class StoreLayout:
 
     def block(self, k: int) -> slice:
         return slice(k * self.block_size, min((k + 1) * self.block_size, self.n_utterances))
+
+
+def saturate(x: Any, dtype: Any) -> tuple[Any, Any]:
+    """`x` (torch or numpy, float32) clipped to the finite range of `dtype` and the number of values clipped.
+
+    Casting a float32 beyond ±65 504 to float16 gives ±inf, and one inf turns a selector's contrast into NaN
+    (inf − inf); clipped, the neuron still ranks as extreme. NaN passes through (a NaN statistic must show).
+    """
+    name = str(dtype).replace("torch.", "")
+    if name != "float16":
+        return x, 0
+    limit = float(np.finfo(np.float16).max)
+    over = (x > limit) | (x < -limit)
+    return x.clip(-limit, limit), over.sum()
 
 
 def _array(g: zarr.Group, name: str, shape: tuple[int, ...], dims: list[str], dtype: Any,
@@ -230,6 +250,7 @@ def merge(shards: list[str | Path], out: str | Path) -> None:
     utterances = utterances.rename(columns={"utterance": "utterance_id"})
     attrs = {k: v for k, v in first.items() if k not in ("layout", "shard")}
     attrs["shards"] = str(len(shards))
+    attrs["saturated"] = str(sum(int(g.attrs.get("saturated", 0)) for g in groups))
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     g = create(partial, utterances, layout, attrs)

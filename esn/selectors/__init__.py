@@ -25,7 +25,8 @@ controls, selections as data, the set of a fraction) and `descriptive` (tidy tab
 callers use is re-exported here: `from esn import selectors as S; S.select(...)`.
 """
 
-from esn.selectors.descriptive import counts_per_layer, overlap_between_emotions, overlap_between_selectors, stability
+from esn.selectors.descriptive import (agreement, counts_per_layer, overlap_between_emotions, overlap_between_selectors,
+                                      stability)
 from esn.selectors.ranking import (INELIGIBLE, n_selected, neuron_hash, open_selection, random_mask, random_order,
                                    rank_keys, save_selection, select, select_variants, selected_mask, tie_key,
                                    ties_at_cut)
@@ -35,7 +36,7 @@ from esn.selectors.statistics import _TILE, FIELDS, EmotionStats, Identification
 from esn.tables import CORRECT_ONLY, parse_variant
 
 __all__ = [
-    "counts_per_layer", "overlap_between_emotions", "overlap_between_selectors", "stability",
+    "agreement", "counts_per_layer", "overlap_between_emotions", "overlap_between_selectors", "stability",
     "INELIGIBLE", "n_selected", "neuron_hash", "open_selection", "random_mask", "random_order", "rank_keys",
     "save_selection", "select", "select_variants", "selected_mask", "tie_key", "ties_at_cut",
     "SELECTORS", "RankingKeys", "Selector", "attribution", "cas", "get_selector", "lap", "lape", "lape_bar", "mad",

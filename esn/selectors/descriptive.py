@@ -65,3 +65,14 @@ def stability(selections_by_variant: Mapping[str, xr.Dataset], fraction: float) 
                 if e in masks[b]["emotion"].values:
                     rows.append((name, a, b, str(e), _jaccard(masks[a].sel(emotion=e), masks[b].sel(emotion=e))))
     return pd.DataFrame(rows, columns=["selector", "variant_a", "variant_b", "emotion", "jaccard"])
+
+
+def agreement(a: Mapping[str, xr.Dataset], b: Mapping[str, xr.Dataset], fractions: list[float]) -> pd.DataFrame:
+    """Jaccard per (selector, emotion, fraction) between two selections of the same selectors from two stores of
+    the same clips (e.g. float16 vs float32): does a cheaper store choose the same neurons?"""
+    rows = []
+    for name in a:
+        for f in fractions:
+            ma, mb = selected_mask(a[name], f), selected_mask(b[name], f)
+            rows += [(name, str(e), f, _jaccard(ma.sel(emotion=e), mb.sel(emotion=e))) for e in ma["emotion"].values]
+    return pd.DataFrame(rows, columns=["selector", "emotion", "fraction", "jaccard"])
