@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esn.corpora import OFFICIAL_SPLIT_READERS
 from esn.figures.registry import FIGURES, study_kinds
 from esn.invalidation import stage_library
 from esn.tables import ALL, CORRECT_ONLY, variant_name
@@ -62,6 +63,11 @@ def check_and_complete(config: dict) -> None:
             if study[key] not in config[table]:
                 raise ValueError(f"config studies[{i}].{key}: {study[key]!r} is not a key of {table} "
                                  f"(known: {sorted(config[table])})")
+    for name, corpus in config["corpora"].items():
+        if corpus["split"] == "official" and corpus["reader"] not in OFFICIAL_SPLIT_READERS:
+            raise ValueError(f"config corpora.{name}.split: reader {corpus['reader']!r} knows no official split of its "
+                             f"corpus (readers that do: {', '.join(sorted(OFFICIAL_SPLIT_READERS))}); "
+                             "use split: speaker_hash")
     for name, model in config["models"].items():
         if model["trust_remote_code"] and not COMMIT_HASH.fullmatch(model["revision"] or ""):
             raise ValueError(f"config models.{name}.revision: trust_remote_code needs a pinned revision, the 40-hex "

@@ -1,7 +1,8 @@
 """Corpus preparation: every input ends kept, quarantined (with a reason) or excluded by the class subset.
 
 Kept utterances are decoded, mixed to mono, resampled to 16 kHz and written as 16-bit FLAC under
-`<out>/audio/`; `manifest.parquet` lists them with their split, `quarantine.csv` lists the rest with
+`<out>/audio/`; `manifest.parquet` lists them with their split and the rule that made it (`split_rule`: the
+seeded speaker hash, or with `split: official` the corpus' published split), `quarantine.csv` lists the rest with
 the reason, and `summary.json` holds counts that reconcile (found = kept + quarantined + excluded).
 """
 
@@ -21,14 +22,16 @@ import soundfile as sf
 from tqdm import tqdm
 
 from esn import audio
-from esn.corpora.base import Candidate, get_reader
+from esn.corpora.base import Candidate, get_official_split, get_reader
 from esn.emotions import check_emotions
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["utterance_id", "path", "emotion", "speaker", "corpus", "split", "duration_s",
-                    "sample_rate", "source", "source_rate", "source_channels", "raw_label"]
+                    "sample_rate", "source", "source_rate", "source_channels", "raw_label", "split_rule"]
 SPLITS = ("identification", "evaluation")
+#: How a manifest's split was made (column `split_rule`): the seeded speaker hash, or the corpus' published split.
+SPLIT_RULES = ("speaker_hash", "official")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class PrepareOptions:
     evaluation_fraction: float = 0.3
     seed: int = 0
     reader_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "speaker_hash"
 
 
 def assign_splits(speakers: pd.Series, utterance_ids: pd.Series, fraction: float, seed: int) -> pd.Series:
@@ -87,6 +91,9 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
     out_dir = Path(out_dir)
     classes = check_emotions(options.classes, f"corpora.{name}.classes")
     read = get_reader(reader)
+    if options.split not in SPLIT_RULES:
+        raise ValueError(f"corpora.{name}.split must be one of {SPLIT_RULES}, not {options.split!r}")
+    official = get_official_split(reader) if options.split == "official" else None
     root = Path(path) if path not in (None, "") and reader != "hub" else path
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
 
@@ -109,6 +116,11 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
         if c.emotion not in classes:
             excluded[str(c.emotion)] += 1
             continue
+        split = official(c) if official is not None else ""
+        if split is None:
+            quarantine.append({"utterance_id": c.utterance_id, "path": where,
+                               "reason": f"in no official split of {reader} (partition {c.extra.get('split')!r})"})
+            continue
         try:
             wave, rate, channels = _load(c)
         except audio.AudioError as err:
@@ -123,12 +135,12 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
         sf.write(out_dir / rel, wave, audio.SAMPLE_RATE, subtype="PCM_16")
         rows.append({"utterance_id": c.utterance_id, "path": rel, "emotion": c.emotion,
                      "speaker": None if c.speaker is None else f"{name}:{c.speaker}", "corpus": name,
-                     "split": "", "duration_s": wave.size / audio.SAMPLE_RATE,
+                     "split": split, "duration_s": wave.size / audio.SAMPLE_RATE,
                      "sample_rate": audio.SAMPLE_RATE, "source": where, "source_rate": rate,
-                     "source_channels": channels, "raw_label": c.raw_label})
+                     "source_channels": channels, "raw_label": c.raw_label, "split_rule": options.split})
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    if len(manifest):
+    if len(manifest) and official is None:
         manifest["split"] = assign_splits(manifest["speaker"], manifest["utterance_id"],
                                           options.evaluation_fraction, options.seed)
     manifest = manifest.sort_values("utterance_id", kind="stable").reset_index(drop=True)
@@ -141,7 +153,7 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
         "quarantined": len(quarantine), "excluded_by_class": dict(sorted(excluded.items())),
         "classes": classes,
         "per_emotion": manifest["emotion"].value_counts().sort_index().to_dict(),
-        "per_split": manifest["split"].value_counts().sort_index().to_dict(),
+        "per_split": manifest["split"].value_counts().sort_index().to_dict(), "split_rule": options.split,
         "speakers": int(manifest["speaker"].nunique()),
         "hours": round(float(manifest["duration_s"].sum()) / 3600, 4),
     }

@@ -260,13 +260,15 @@ def test_per_emotion_subsample(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def random_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, dict[str, np.ndarray]]:
-    """50 utterances in blocks of 8, 2 groups, 3 layers × 5 neurons, float16 values."""
+    """50 utterances in blocks of 8, 2 groups, 3 layers × 5 neurons, float16 values (fractions k/T as capture
+    stores them: counts of positive positions over the group's positions, rounded to float16)."""
     rng = np.random.default_rng(7)
     n, labels = 50, ("a", "b", "c", "d")
     df = random_table(n, labels, 2)
+    npos = rng.integers(1, 40, (n, 2))
+    count = rng.integers(0, npos[..., None, None] + 1, (n, 2, 3, 5))
     arrays = {"mean": rng.normal(size=(n, 2, 3, 5)).astype(np.float16),
-              "frac": rng.random((n, 2, 3, 5)).astype(np.float16),
-              "npos": rng.integers(1, 40, (n, 2)),
+              "frac": (count / npos[..., None, None]).astype(np.float16), "count": count, "npos": npos,
               "attr": rng.normal(size=(n, 3, 5)).astype(np.float32)}
     path = build_store(tmp_path_factory.mktemp("rand") / "s.zarr", df, arrays["mean"], arrays["frac"],
                        arrays["npos"], labels, attribution=arrays["attr"], groups=("audio", "last"),
@@ -283,13 +285,14 @@ def test_streaming_equals_in_memory(random_store) -> None:
                          ["mean", "positive", "attribution"])
     use = ((df["split"] == "identification") & (df["correct"] == 1)).to_numpy()
     mean = arrays["mean"][:, 1].astype(np.float64)
-    frac = arrays["frac"][:, 1].astype(np.float64)
+    count = arrays["count"][:, 1].astype(np.float64)
     npos = arrays["npos"][:, 1].astype(np.float64)
     for i, e in enumerate(labels):
         m = use & (df["emotion"] == e).to_numpy()
         assert stats.n_utterances[i] == m.sum() > 0
         np.testing.assert_allclose(stats.mu[i], mean[m].mean(0), rtol=1e-12)
-        np.testing.assert_allclose(stats.p[i], (frac[m] * npos[m, None, None]).sum(0) / npos[m].sum(), rtol=1e-12)
+        # the exact pooled frequency Σ k / Σ T, although the store holds k/T in float16
+        np.testing.assert_array_equal(stats.p[i], count[m].sum(0) / npos[m].sum())
         np.testing.assert_allclose(stats.attribution[i], arrays["attr"][m].astype(np.float64).mean(0), rtol=1e-12)
     # the selector on the streamed statistics equals the same selector on the in-memory ones
     sel = S.select(path, "cas", position="last", correct_only=True)
@@ -303,7 +306,8 @@ def test_add_spans_tiles() -> None:
     rng = np.random.default_rng(0)
     b, L, N = 12, 2, S._TILE + 37
     emotion, npos = rng.integers(0, 3, b), rng.integers(1, 9, b)
-    mean, frac = rng.normal(size=(b, L, N)).astype(np.float16), rng.random((b, L, N)).astype(np.float16)
+    count = rng.integers(0, npos[:, None, None] + 1, (b, L, N))
+    mean, frac = rng.normal(size=(b, L, N)).astype(np.float16), (count / npos[:, None, None]).astype(np.float16)
     stats = S.EmotionStats(LABELS, L, N, ["mean", "positive"])
     for rows in (slice(0, 5), slice(5, b)):
         for layer in (slice(0, 1), slice(1, 2)):
@@ -311,8 +315,7 @@ def test_add_spans_tiles() -> None:
     for e in range(3):
         m = emotion == e
         np.testing.assert_allclose(stats.mu[e], mean[m].astype(np.float64).mean(0), rtol=1e-12)
-        np.testing.assert_allclose(stats.p[e], (frac[m] * npos[m, None, None].astype(np.float64)).sum(0)
-                                   / npos[m].sum(), rtol=1e-12)
+        np.testing.assert_array_equal(stats.p[e], count[m].sum(0) / npos[m].sum())
     with pytest.raises(ValueError, match="fields"):
         stats.add(emotion, npos, mean=mean)
 

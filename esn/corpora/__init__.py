@@ -11,3 +11,6 @@ BUILTIN_READERS: dict[str, str] = {
 
 #: Readers that generate their corpus: the workflow passes them its seed.
 GENERATED_READERS: frozenset[str] = frozenset({"synthetic", "spoken"})
+
+#: Readers that know their corpus' published split (`split: official`; see each module's `official_split`).
+OFFICIAL_SPLIT_READERS: frozenset[str] = frozenset({"iemocap", "meld", "msp_podcast", "esd"})

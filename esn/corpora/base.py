@@ -47,6 +47,32 @@ def reader(name: str) -> Callable[[Reader], Reader]:
     return register
 
 
+OfficialSplit = Callable[[Candidate], str | None]
+#: Reader name -> the corpus' published split of a candidate ("identification" / "evaluation"; None: in none).
+OFFICIAL_SPLITS: dict[str, OfficialSplit] = {}
+
+
+def official_split(name: str) -> Callable[[OfficialSplit], OfficialSplit]:
+    """Register the published split of reader `name`'s corpus (used with `split: official` on a corpus entry)."""
+
+    def register(fn: OfficialSplit) -> OfficialSplit:
+        OFFICIAL_SPLITS[name] = fn
+        return fn
+
+    return register
+
+
+def get_official_split(name: str) -> OfficialSplit:
+    """The published split of reader `name`'s corpus; a clear error for readers whose corpus has none."""
+    from esn.corpora import OFFICIAL_SPLIT_READERS
+
+    get_reader(name)  # imports the reader's module, which registers its split
+    if name not in OFFICIAL_SPLITS:
+        raise ValueError(f"reader {name!r} knows no official split of its corpus (readers that do: "
+                         f"{', '.join(sorted(OFFICIAL_SPLIT_READERS))}); use split: speaker_hash")
+    return OFFICIAL_SPLITS[name]
+
+
 def get_reader(name: str) -> Reader:
     """Look a reader up by name, importing its built-in module on first use."""
     import importlib

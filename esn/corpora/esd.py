@@ -2,6 +2,9 @@
 
 The label is the emotion folder; the official split folder, when present, goes to `extra`.
 Transcript files (`SSSS/SSSS.txt`) are not read.
+
+Official split (`split: official`): the release's train and evaluation folders for identification, test for
+evaluation; a file outside those folders is in neither.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from esn.corpora.base import Candidate, find_audio, map_label, reader
+from esn.corpora.base import Candidate, find_audio, map_label, official_split, reader
 
 EMOTION_FOLDERS: dict[str, str | None] = {
     "angry": "angry", "happy": "happy", "neutral": "neutral", "sad": "sad", "surprise": "surprise",
@@ -36,3 +39,11 @@ def read_esd(root: Path, **options: object) -> Iterator[Candidate]:
         emotion, problem = map_label(folder.name, EMOTION_FOLDERS, fold_case=True)
         yield Candidate(path.stem, path, emotion, speaker=speaker, raw_label=folder.name, problem=problem,
                         extra=extra)
+
+
+OFFICIAL = {"train": "identification", "evaluation": "identification", "test": "evaluation"}
+
+
+@official_split("esd")
+def esd_split(c: Candidate) -> str | None:
+    return OFFICIAL.get(str(c.extra.get("split")))

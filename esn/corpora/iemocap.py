@@ -4,6 +4,9 @@ audio in `SessionN/sentences/wav/<dialog>/<utt>.wav`.
 A label line reads `[start - end]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[V, A, D]`. The speaker is the
 session plus the gender of whoever speaks the turn (the letter before the 3-digit index), since each
 session pairs one female and one male actor.
+
+Official split (`split: official`): the common protocol's sessions 1–4 for identification, session 5 for
+evaluation (speaker-independent: each session has its own two actors).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from esn.corpora.base import Candidate, find_files, map_label, reader, row_source
+from esn.corpora.base import Candidate, find_files, map_label, official_split, reader, row_source
 
 EMOTION_CODES: dict[str, str | None] = {
     "neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry", "exc": "excited", "fru": "frustrated",
@@ -57,3 +60,15 @@ def read_iemocap(root: Path, *, merge_excited: bool = False, **options: object) 
                 pass
             yield Candidate(utterance, source, emotion, speaker=speaker, raw_label=code,
                             problem=missing or problem, extra=extra)
+
+
+#: The held-out session of the common IEMOCAP protocol (leave-one-session-out, fold 5).
+EVALUATION_SESSION = 5
+
+
+@official_split("iemocap")
+def iemocap_split(c: Candidate) -> str | None:
+    session = c.extra.get("session")
+    if session is None:
+        return None
+    return "evaluation" if session == EVALUATION_SESSION else "identification"

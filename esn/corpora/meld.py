@@ -4,6 +4,9 @@ MELD.Raw ships `train_splits/`, `dev_splits_complete/` and `output_repeated_spli
 repeat across splits, so a file's split is read from the nearest folder whose name carries the word
 train, dev or test; a row only ever uses media from its own split (a .wav before an .mp4). Some test
 files carry a prefix (`final_videos_testdia0_utt0.mp4`); an exact name wins over a prefixed one.
+
+Official split (`split: official`): train and dev for identification (the neurons are found, no model is
+tuned, so dev needs no separate role), test for evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from esn.corpora.base import Candidate, find_files, map_label, read_csv_rows, reader
+from esn.corpora.base import Candidate, find_files, map_label, official_split, read_csv_rows, reader
 
 EMOTION_CODES: dict[str, str | None] = {
     "neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry",
@@ -79,3 +82,11 @@ def read_meld(root: Path, **options: object) -> Iterator[Candidate]:
             }
             yield Candidate(f"{split}_{stem}", source, emotion, speaker=row.get("Speaker") or None,
                             raw_label=code, problem=problem, extra=extra)
+
+
+OFFICIAL = {"train": "identification", "dev": "identification", "test": "evaluation"}
+
+
+@official_split("meld")
+def meld_split(c: Candidate) -> str | None:
+    return OFFICIAL.get(str(c.extra.get("split")))

@@ -3,6 +3,9 @@ Split_Set) next to `Audios/<FileName>`.
 
 File names are unique across the corpus, so a file not under `Audios/` is looked up by name below the
 corpus folder (older releases nest audio deeper).
+
+Official split (`split: official`): the labels file's `Split_Set`: Train and Development for identification,
+the test sets (Test1, Test2, Test3) for evaluation; a row with another or no partition is in neither.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from esn.corpora.base import Candidate, find_audio, find_files, map_label, read_csv_rows, reader, row_source
+from esn.corpora.base import (Candidate, find_audio, find_files, map_label, official_split, read_csv_rows, reader,
+                              row_source)
 
 EMOTION_CODES: dict[str, str | None] = {
     "N": "neutral", "H": "happy", "S": "sad", "A": "angry", "F": "fear", "D": "disgust",
@@ -54,3 +58,12 @@ def read_msp_podcast(root: Path, **options: object) -> Iterator[Candidate]:
             yield Candidate(Path(name).stem, source, emotion,
                             speaker=None if speaker.lower() in ("", "unknown") else speaker,
                             raw_label=code, problem=missing or problem, extra=extra)
+
+
+OFFICIAL = {"train": "identification", "development": "identification", "test1": "evaluation",
+            "test2": "evaluation", "test3": "evaluation"}
+
+
+@official_split("msp_podcast")
+def msp_podcast_split(c: Candidate) -> str | None:
+    return OFFICIAL.get(str(c.extra.get("split") or "").strip().lower())

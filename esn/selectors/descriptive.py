@@ -68,11 +68,14 @@ def stability(selections_by_variant: Mapping[str, xr.Dataset], fraction: float) 
 
 
 def agreement(a: Mapping[str, xr.Dataset], b: Mapping[str, xr.Dataset], fractions: list[float]) -> pd.DataFrame:
-    """Jaccard per (selector, emotion, fraction) between two selections of the same selectors from two stores of
-    the same clips (e.g. float16 vs float32): does a cheaper store choose the same neurons?"""
+    """Per (selector, emotion, fraction) between two selections of the same selectors from two stores of the same
+    clips (e.g. float16 vs float32): the set size `k` (of `a`), the Jaccard, and `swapped`, the neurons in `a`'s
+    set but not in `b`'s. Does a cheaper store choose the same neurons?"""
     rows = []
     for name in a:
         for f in fractions:
             ma, mb = selected_mask(a[name], f), selected_mask(b[name], f)
-            rows += [(name, str(e), f, _jaccard(ma.sel(emotion=e), mb.sel(emotion=e))) for e in ma["emotion"].values]
-    return pd.DataFrame(rows, columns=["selector", "emotion", "fraction", "jaccard"])
+            for e in ma["emotion"].values:
+                x, y = ma.sel(emotion=e), mb.sel(emotion=e)
+                rows.append((name, str(e), f, int(x.sum()), _jaccard(x, y), int((x & ~y).sum())))
+    return pd.DataFrame(rows, columns=["selector", "emotion", "fraction", "k", "jaccard", "swapped"])

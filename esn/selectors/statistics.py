@@ -34,8 +34,11 @@ class EmotionStats:
     In the style of baukit's runningstats: `add` a block, `merge` partial results (shards, workers),
     round-trip through `state_dict` / `from_state_dict`. Counts are kept per (emotion, layer) so a block
     may be added one layer slab at a time; `n_utterances` checks that all layers saw the same rows.
-    Tracked sums (`fields`): `mean` Σ mean_activation, `positive` Σ frac_positive·n_positions with
-    Σ n_positions (so P(a > 0) pools exactly over positions), `attribution` Σ attribution.
+    Tracked sums (`fields`): `mean` Σ mean_activation, `positive` Σ round(frac_positive·n_positions) — the
+    count of positive positions, an integer, recovered exactly from a float16 fraction for groups of fewer than
+    2 048 positions (float16's spacing below 1 is at most 2^-11) — with Σ n_positions (so P(a > 0) pools
+    exactly over positions, and equal frequencies tie exactly, for the selectors' secondary keys to decide),
+    `attribution` Σ attribution.
     """
 
     def __init__(self, emotions: Sequence[str], n_layers: int, n_neurons: int, fields: Sequence[str]) -> None:
@@ -58,14 +61,17 @@ class EmotionStats:
         b, E = len(emotion), len(self.emotions)
         onehot = np.zeros((E, b), np.float64)
         onehot[emotion, np.arange(b)] = 1.0
-        weights = {"mean": onehot, "attribution": onehot, "positive": onehot * np.asarray(n_positions, np.float64)}
+        n_positions = np.asarray(n_positions, np.float64)
         self.n[:, layers] += onehot.sum(1).astype(np.int64)[:, None]
-        self.n_positions[:, layers] += weights["positive"].sum(1)[:, None]
+        self.n_positions[:, layers] += (onehot @ n_positions)[:, None]
         for f, x in values.items():
             flat = x.reshape(b, -1)
             out = np.empty((E, flat.shape[1]), np.float64)
             for s in range(0, flat.shape[1], _TILE):
-                np.matmul(weights[f], flat[:, s:s + _TILE].astype(np.float64), out=out[:, s:s + _TILE])
+                tile = flat[:, s:s + _TILE].astype(np.float64)
+                if f == "positive":  # the count of positive positions, an integer: exact again from float16
+                    tile = np.rint(tile * n_positions[:, None])
+                np.matmul(onehot, tile, out=out[:, s:s + _TILE])
             self.sums[f][:, layers] += out.reshape(E, *x.shape[1:])
 
     def merge(self, other: EmotionStats) -> EmotionStats:

@@ -7,7 +7,7 @@ spec = snakemake.params.corpus
 prepare_corpus(
     snakemake.wildcards.corpus, spec["reader"], spec["path"], snakemake.output.manifest.rsplit("/", 1)[0],
     PrepareOptions(classes=spec["classes"], max_duration_s=spec["max_duration_s"],
-                   evaluation_fraction=spec["evaluation_fraction"], seed=snakemake.params.seed,
+                   evaluation_fraction=spec["evaluation_fraction"], seed=snakemake.params.seed, split=spec["split"],
                    reader_options={**({"seed": snakemake.params.seed} if spec["reader"] in GENERATED_READERS else {}),
                                    **spec["options"]}),
 )
