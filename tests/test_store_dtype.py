@@ -66,6 +66,21 @@ def test_float16_overflow_is_clipped_counted_and_selectable(tiny_manifest, tmp_p
         assert not np.isnan(score).any()
 
 
+def _recovered(T: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The count of positive positions back from a stored float16 fraction, as the selectors' statistics read it."""
+    frac = (k.astype(np.float32) / T.astype(np.float32)).astype(np.float16)  # capture: float32 mean, then the cast
+    return np.rint(frac.astype(np.float64) * T)
+
+
+def test_float16_fractions_give_back_exact_counts_below_2048_positions():
+    """So LAP and LAPE pool exact counts from a float16 store (audio of up to 80 s at 25 tokens per second)."""
+    T = np.repeat(np.arange(1, 2048), np.arange(2, 2049))         # every group size T < 2048 ...
+    k = np.concatenate([np.arange(t + 1) for t in range(1, 2048)])  # ... with every count 0..T
+    np.testing.assert_array_equal(_recovered(T, k), k)
+    big = np.full(5001, 5000)  # far beyond the bound the claim is not true (so the check above can fail)
+    assert (_recovered(big, np.arange(5001)) != np.arange(5001)).any()
+
+
 @pytest.fixture(scope="module")
 def planted_pair(tmp_path_factory):
     """The same simulated statistics (planted emotion-sensitive neurons) stored in float32 and in float16."""
@@ -84,6 +99,8 @@ def test_selections_from_float16_and_float32_stores_agree(planted_pair):
     table = S.agreement(sels["float32"], sels["float16"], [0.01, 0.02, 0.05])
     assert len(table) == len(S.SELECTORS) * 4 * 3
     assert table["jaccard"].min() >= JACCARD_BAR, table.sort_values("jaccard").head()
+    for name in ("lap", "lape"):  # frequencies pool exact counts: the same scores from either store
+        np.testing.assert_array_equal(sels["float16"][name]["score"].values, sels["float32"][name]["score"].values)
     # the store is not noise: the planted neurons are what MAD finds (so agreement is about real sets)
     mask = S.selected_mask(sels["float16"]["mad"], 0.02).values
     recovered = (mask & neurons.planted).sum((1, 2)) / neurons.planted.sum((1, 2))
