@@ -62,9 +62,8 @@ def as_float16(src: Path, dst: Path) -> int:
         sl = layout.block(k)
         values = {n: g[n][sl] for n in names}
         for n in ("mean_activation", "frac_positive"):
-            values[n], c = store.saturate(values[n], "float16")
-            values[n] = values[n].astype("float16")
-            clipped += int(c)
+            values[n] = store.saturate(values[n], "float16").astype("float16")
+        clipped += store.n_saturated(values["mean_activation"])
         store.write_block(out, k, values)
     out.attrs["saturated"] = str(clipped)
     store.finalize(partial, dst)

@@ -61,7 +61,6 @@ class BatchStatistics:
     label_prob: np.ndarray       # [B, C]
     attribution: np.ndarray | None = None  # [B, L, N]
     generated: np.ndarray | None = None    # [B] greedy answers (capture mode "generate")
-    saturated: int = 0                     # statistics clipped to the store dtype's range (`store.saturate`)
 
 
 #: whether this torch build multiplies bf16/fp16 into float32 on the device (`bmm(..., out_dtype=)`; None: untried)
@@ -166,18 +165,17 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                                        + sum(((a * a.grad).float().sum(1) for a in answered[l]), torch.zeros((), device=dev))
                                        for l in range(L)], dim=1)
     denom = counts.clamp(min=1)[:, :, None, None]
-    out, saturated = store.saturate(torch.cat([sums / denom, positive / denom], dim=1), dtype)
-    host = out.to(dtype).cpu()  # the one host copy of the batch's neuron statistics
+    out = store.saturate(torch.cat([sums / denom, positive / denom], dim=1), dtype).to(dtype)  # no inf in float16
+    host = out.cpu()  # the one host copy of the batch's neuron statistics
     probs = logp.detach().exp().float().cpu()
     return BatchStatistics(host[:, :G].numpy(), host[:, G:].numpy(), counts.round().int().cpu().numpy(),
-                           probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy(),
-                           saturated=int(saturated))
+                           probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy())
 
 
 def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
     return BatchStatistics(*[None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
                              for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution",
-                                       "generated")], saturated=sum(p.saturated for p in parts))
+                                       "generated")])
 
 
 def clip_tokens(adapter: AudioLMAdapter, durations: np.ndarray) -> np.ndarray:
@@ -244,8 +242,9 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     pending: Future | None = None
     saturated = [int(g.attrs.get("saturated", 0))]  # committed blocks' count, kept across a resume
 
-    def commit(k: int, values: dict[str, np.ndarray], n_saturated: int) -> None:
+    def commit(k: int, values: dict[str, np.ndarray]) -> None:  # in the writer thread
         store.write_block(g, k, values)
+        n_saturated = store.n_saturated(values["mean_activation"])  # fractions lie in [0, 1]
         if n_saturated:
             saturated[0] += n_saturated
             g.attrs["saturated"] = str(saturated[0])
@@ -298,7 +297,7 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
             values["correct"] = (values["predicted"] == rows["emotion"].to_numpy(dtype=object)).astype("int8")
             if pending is not None:
                 pending.result()  # at most one block in flight; errors surface here
-            pending = writer.submit(commit, k, values, block.saturated)
+            pending = writer.submit(commit, k, values)
             n_done += len(rows)
         if pending is not None:
             pending.result()

@@ -19,6 +19,7 @@ from the same seed hold the same statistics at two precisions.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,20 +105,25 @@ def positions(rows: pd.DataFrame, group: str) -> np.ndarray:
 def write_store(path: str | Path, n_utterances: int, n_layers: int, n_neurons: int, *, dtype: str = "float32",
                 groups: tuple[str, ...] = GROUPS, emotions: tuple[str, ...] = EMOTIONS, planted_fraction: float = 0.01,
                 effect: float = 0.5, evaluation_fraction: float = 0.0, block_size: int = 256,
-                attribution: bool = True, seed: int = 0) -> PlantedNeurons:
-    """Write a finished simulated store with `store.create`/`write_block`/`finalize`; returns its planted neurons."""
+                attribution: bool = True, seed: int = 0, timings: dict[str, float] | None = None) -> PlantedNeurons:
+    """Write a finished simulated store with `store.create`/`write_block`/`finalize`; returns its planted neurons.
+    `timings`, if given, receives the seconds spent simulating (`simulate_s`) and in the store writer (`write_s`)."""
     path = Path(path)
     rows = utterances(n_utterances, emotions, evaluation_fraction, seed)
     neurons = PlantedNeurons(n_layers, n_neurons, emotions, planted_fraction, effect, seed)
     layout = store.StoreLayout(n_utterances, tuple(groups), n_layers, n_neurons, tuple(emotions), dtype, block_size,
                                attribution=attribution)
     partial = path.with_name(path.name + ".partial")
+    clock = {"simulate_s": 0.0, "write_s": 0.0}
+    t0 = time.perf_counter()
     g = store.create(partial, rows, layout, {"model_family": "planted", "site": "act_fn", "positions": ",".join(groups),
                                              "store_dtype": dtype, "attribution": str(attribution),
                                              "n_layers": str(n_layers), "n_neurons": str(n_neurons)})
     rng = np.random.default_rng([seed, 4])
     saturated = 0
+    clock["write_s"] += time.perf_counter() - t0
     for k in range(layout.n_blocks):
+        t0 = time.perf_counter()
         sl = layout.block(k)
         part = rows.iloc[sl]
         b = len(part)
@@ -127,10 +133,9 @@ def write_store(path: str | Path, n_utterances: int, n_layers: int, n_neurons: i
         for layer in range(n_layers):
             v = block_values(neurons, part, emotions, groups, layer, seed, k)
             for name, out in (("mean_activation", mean), ("frac_positive", frac)):
-                clipped, n = store.saturate(v[name], dtype)
-                out[:, :, layer] = clipped.astype(dtype)
-                saturated += int(n)
+                out[:, :, layer] = store.saturate(v[name], dtype).astype(dtype)
             attr[:, layer] = v["attribution"]
+        saturated += store.n_saturated(mean)
         probs = rng.dirichlet(np.ones(len(emotions)), b).astype("float32")
         predicted = np.array(emotions, dtype=object)[probs.argmax(1)]
         values = {"mean_activation": mean, "frac_positive": frac,
@@ -139,7 +144,14 @@ def write_store(path: str | Path, n_utterances: int, n_layers: int, n_neurons: i
                   "correct": (predicted == part["emotion"].to_numpy(dtype=object)).astype("int8")}
         if attribution:
             values["attribution"] = attr
+        t1 = time.perf_counter()
         store.write_block(g, k, values)
+        clock["simulate_s"] += t1 - t0
+        clock["write_s"] += time.perf_counter() - t1
+    t0 = time.perf_counter()
     g.attrs["saturated"] = str(saturated)
     store.finalize(partial, path)
+    clock["write_s"] += time.perf_counter() - t0
+    if timings is not None:
+        timings.update({k: round(v, 3) for k, v in clock.items()})
     return neurons

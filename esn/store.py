@@ -110,18 +110,24 @@ class StoreLayout:
         return slice(k * self.block_size, min((k + 1) * self.block_size, self.n_utterances))
 
 
-def saturate(x: Any, dtype: Any) -> tuple[Any, Any]:
-    """`x` (torch or numpy, float32) clipped to the finite range of `dtype` and the number of values clipped.
+def saturate(x: Any, dtype: Any) -> Any:
+    """`x` (torch or numpy, float32) clipped to the finite range of the store dtype `dtype`.
 
     Casting a float32 beyond ±65 504 to float16 gives ±inf, and one inf turns a selector's contrast into NaN
     (inf − inf); clipped, the neuron still ranks as extreme. NaN passes through (a NaN statistic must show).
     """
-    name = str(dtype).replace("torch.", "")
-    if name != "float16":
-        return x, 0
+    if str(dtype).replace("torch.", "") != "float16":
+        return x
     limit = float(np.finfo(np.float16).max)
-    over = (x > limit) | (x < -limit)
-    return x.clip(-limit, limit), over.sum()
+    return x.clip(-limit, limit)
+
+
+def n_saturated(values: np.ndarray) -> int:
+    """Stored values at the edge of float16's range (clipped by `saturate`, or rounded there); 0 for other dtypes.
+    Counted on the host copy, so capture needs no extra device sync."""
+    if values.dtype != np.float16:
+        return 0
+    return int(np.count_nonzero(np.abs(values) == np.finfo(np.float16).max))
 
 
 def _array(g: zarr.Group, name: str, shape: tuple[int, ...], dims: list[str], dtype: Any,
