@@ -55,7 +55,8 @@ def step(args: argparse.Namespace) -> dict:
         sel = S.select(args.path, args.step, random_draws=5)
         assert np.isfinite(sel["score"].values).any()
     wall = time.perf_counter() - t0
-    return {"wall_s": timings.get("write_s", round(wall, 3)), **({"simulate_s": timings["simulate_s"]} if timings else {}),
+    extra = {"simulate_s": timings["simulate_s"]} if timings else {}
+    return {"wall_s": timings.get("write_s", round(wall, 3)), **extra,
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_imports_mb": round(before, 1)}
 
 
@@ -105,7 +106,8 @@ def main() -> None:
         slope, intercept = np.polyfit(n, t, 1)
         fit[name] = {"seconds_per_1000_utterances": round(slope * 1000, 4), "intercept_s": round(intercept, 3),
                      "max_relative_residual": round(float(np.max(np.abs(t - (intercept + slope * n)) / t)), 3)}
-    per_k = {name: [round(r[name]["wall_s"] / r["utterances"] * 1000, 4) for r in rows] for name in ("write", *SELECTORS)}
+    per_k = {name: [round(r[name]["wall_s"] / r["utterances"] * 1000, 4) for r in rows]
+             for name in ("write", *SELECTORS)}
     peak = {name: [r[name]["peak_rss_mb"] for r in rows] for name in ("write", *SELECTORS)}
     report = {"shape": {"layers": args.layers, "neurons": args.neurons, "groups": ["audio", "prompt", "last"],
                         "dtype": "float16", "attribution": True, "block_size": 256, "random_draws": 5,

@@ -117,10 +117,12 @@ def main() -> None:
         planted.write_store(paths[dtype], args.utterances, args.layers, args.neurons, dtype=dtype, seed=0)
         sizes = disk_bytes(paths[dtype])
         total = sum(sizes.values())
-        sim[dtype] = {"write_s": round(time.perf_counter() - t0, 1), "bytes_per_utterance": round(total / args.utterances),
+        sim[dtype] = {"write_s": round(time.perf_counter() - t0, 1),
+                      "bytes_per_utterance": round(total / args.utterances),
                       "per_variable": {k: round(v / args.utterances) for k, v in sorted(sizes.items()) if v > 1e5},
                       "tb_per_100k_utterances": round(total / args.utterances * 1e5 / 1e12, 3)}
-        raw = args.layers * args.neurons * np.dtype(dtype).itemsize * 2 * len(planted.GROUPS) + args.layers * args.neurons * 4
+        per_layer = args.layers * args.neurons
+        raw = per_layer * np.dtype(dtype).itemsize * 2 * len(planted.GROUPS) + per_layer * 4  # + float32 attribution
         sim[dtype]["raw_bytes_per_utterance"] = raw
         print(dtype, sim[dtype], flush=True)
     t0 = time.perf_counter()

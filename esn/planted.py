@@ -35,7 +35,8 @@ _K = float(np.sqrt(np.pi / 8))
 
 
 def expected_silu(mu: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """E[x·sigmoid(x)] for x ~ N(mu, s²), with sigmoid(x) ≈ Φ(Kx): mu·Φ(r) + K s² φ(r)/c, r = K mu / c, c = √(1 + K²s²)."""
+    """E[x·sigmoid(x)] for x ~ N(mu, s²), with sigmoid(x) ≈ Φ(Kx):
+    mu·Φ(r) + K s² φ(r)/c, r = K mu / c, c = √(1 + K²s²)."""
     c = np.sqrt(1 + (_K * s) ** 2)
     r = _K * mu / c
     return mu * ndtr(r) + _K * s * s / c * np.exp(-r * r / 2) / np.sqrt(2 * np.pi)

@@ -61,9 +61,10 @@ def test_msp_podcast_partitions_from_labels_file(tmp_path):
     fx.wav(folder / "Audios" / "MSP-PODCAST_0004_0001.wav", seed=97)
     fx.wav(folder / "Audios" / "MSP-PODCAST_0005_0001.wav", seed=98)
     m = _prepare(tmp_path, "msp_podcast", corpus.root, ["neutral", "happy", "sad", "angry", "contempt"])
-    assert m["split"].to_dict() == {"MSP-PODCAST_0001_0008": "identification", "MSP-PODCAST_0001_0009": "identification",
-                                    "MSP-PODCAST_0002_0001": "identification", "MSP-PODCAST_0003_0002": "evaluation",
-                                    "MSP-PODCAST_0005_0001": "evaluation"}
+    assert m["split"].to_dict() == {
+        "MSP-PODCAST_0001_0008": "identification", "MSP-PODCAST_0001_0009": "identification",
+        "MSP-PODCAST_0002_0001": "identification", "MSP-PODCAST_0003_0002": "evaluation",
+        "MSP-PODCAST_0005_0001": "evaluation"}
     quarantine = pd.read_csv(tmp_path / "prepared" / "quarantine.csv").set_index("utterance_id")["reason"]
     assert "no official split" in quarantine["MSP-PODCAST_0004_0001"]
 

@@ -117,7 +117,8 @@ def test_float16_store_is_half_the_float32_store(planted_pair):
 def _manifest(counts: dict[str, int], evaluation: int = 3) -> pd.DataFrame:
     rows = [{"utterance_id": f"{e}{i:03d}", "emotion": e, "split": "identification"}
             for e, n in counts.items() for i in range(n)]
-    rows += [{"utterance_id": f"ev_{e}{i}", "emotion": e, "split": "evaluation"} for e in counts for i in range(evaluation)]
+    rows += [{"utterance_id": f"ev_{e}{i}", "emotion": e, "split": "evaluation"}
+             for e in counts for i in range(evaluation)]
     return pd.DataFrame(rows)
 
 
