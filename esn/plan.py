@@ -83,6 +83,15 @@ def check_and_complete(config: dict) -> None:
             if model["system_prompt"]:
                 raise ValueError(f"config models.{name}.system_prompt: the organism is trained without a system "
                                  "prompt; leave it unset or \"\"")
+    trained: dict[str, tuple[str, dict]] = {}
+    for name, model in config["models"].items():  # entries on one organism checkpoint (e.g. one per site): one training
+        if model["organism"]:
+            shapes = {k: model[k] for k in ("adapter", "prompt", "organism_seed", "system_prompt")}
+            other, other_shapes = trained.setdefault(model["path"], (name, shapes))
+            if other_shapes != shapes:
+                raise ValueError(f"config models.{name}: an organism entry on {model['path']!r} like models.{other}, "
+                                 f"but with another {', '.join(k for k in shapes if shapes[k] != other_shapes[k])}: "
+                                 f"entries on one organism must agree on what trains it")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
