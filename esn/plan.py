@@ -170,7 +170,13 @@ class Plan:
                        if s["identify"] == s["evaluate"]})
 
     def organism_models(self) -> list[str]:
-        return [name for name, m in self.models.items() if m["organism"]]
+        """The organism entries, one per checkpoint (the first entry on a path: another entry on the same
+        organism, e.g. its audio-tower site, shares its training and its training figures)."""
+        first = {}
+        for name, m in self.models.items():
+            if m["organism"]:
+                first.setdefault(m["path"], name)
+        return list(first.values())
 
     def has_figures(self, model: str) -> bool:
         """Whether a model gets per-study figures and a browser: every model but a population's later organisms
@@ -299,7 +305,7 @@ class Plan:
     def targets(self) -> list[str]:
         return [
             *[manifest(c) for c in self.config["corpora"]],
-            *[f"{m['path']}/metrics.json" for m in self.models.values() if m["organism"]],
+            *[f"{self.models[m]['path']}/metrics.json" for m in self.organism_models()],
             *self.metric_tables(),
             *self.knockout_tables(),
             *self.figures(),
