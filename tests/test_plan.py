@@ -60,6 +60,16 @@ def test_entries_on_one_organism_must_agree_on_its_training():
     assert resolve(config).organism_models() == ["organism", "organism_encoder"]
 
 
+def test_the_encoder_config_runs_the_encoder_study_in_full():
+    plan = resolve(validated("encoder.yaml"), ROOT)
+    assert {m["site"] for m in plan.models.values()} == {"audio_mlp"} and plan.organism_models() == ["organism_encoder"]
+    assert plan.main_studies() == [("organism_encoder", "synthetic", "synthetic", True),
+                                   ("organism_encoder", "telephone", "telephone", True)]
+    assert "results/tables/transfer/organism_encoder.csv" in plan.targets()
+    # the same organism checkpoint as the default's: trained once, whichever config runs first
+    assert plan.models["organism_encoder"]["path"] == validated()["models"]["organism"]["path"]
+
+
 def test_the_main_set_size_is_always_swept():
     config = validated()
     config["intervention"].update(fraction=0.02, fractions=[0.01, 0.05])
