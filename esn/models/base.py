@@ -28,6 +28,7 @@ SITES = ("act_fn", "down_proj_input", "audio_mlp")
 #: The sites inside the audio tower: they run once per clip and condition (not once per clip), and their
 #: positions are the tower's valid frames, so the only position group is `audio`.
 AUDIO_SITES = ("audio_mlp",)
+DECODER_SITES = tuple(s for s in SITES if s not in AUDIO_SITES)
 
 
 def site_groups(site: str, groups: list[str] | tuple[str, ...]) -> list[str]:
@@ -332,7 +333,7 @@ class AudioLMAdapter:
             raise ValueError(f"unknown activation site {site!r}; choose one of {SITES}")
         if site in AUDIO_SITES and not self.audio_site:
             raise ValueError(f"site {site!r} (the audio tower's MLPs) is not supported by the {self.family or type(self).__name__} "
-                             f"adapter; choose one of {[s for s in SITES if s not in AUDIO_SITES]}")
+                             f"adapter; choose one of {list(DECODER_SITES)}")
         self.model, self.tokenizer, self.prompt, self.site = model.eval(), tokenizer, prompt, site
         self.scorer = LabelScorer(tokenizer, labels, mode=scoring, synonyms=synonyms)
         self.labels = self.scorer.labels
