@@ -197,3 +197,30 @@ def test_adapters_without_a_whisper_style_tower_refuse_the_site():
 
     with pytest.raises(ValueError, match="audio_mlp.*not supported by the no_tower adapter"):
         NoTower.__init__(NoTower.__new__(NoTower), torch.nn.Linear(1, 1), None, LABELS, PROMPT, site="audio_mlp")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_omni", "audio_flamingo3", "qwen2_audio"])
+def test_site_reads_the_published_towers_weights(family, tmp_path, one_thread):
+    """On the layouts the hub publishes (tests/published_layouts.py: the whole Omni with `thinker.` prefixes,
+    AF3/Qwen2-Audio with their published names), the site's layers are the tower whose fc1/fc2 weights the
+    checkpoint stores under `<tower>.layers.<l>`, and a capture there runs."""
+    from published_layouts import saved_weights
+    from test_published_layouts import build_published_omni, build_published_processor_family
+
+    from esn.models import load_adapter
+
+    if family == "qwen2_5_omni":
+        folder, tower = build_published_omni(tmp_path / family), "thinker.audio_tower"
+    else:
+        folder, tower = build_published_processor_family(family, tmp_path / family, "chat_template.json"), "audio_tower"
+    adapter = load_adapter({"adapter": family, "path": str(folder), "prompt": PROMPT, "site": "audio_mlp",
+                            "system_prompt": "" if family == "qwen2_5_omni" else None}, LABELS)
+    saved = saved_weights(folder)
+    layers = adapter.site_layers()
+    assert len(layers) == len({k.split(".layers.")[1].split(".")[0] for k in saved if k.startswith(tower + ".layers.")})
+    for l, layer in enumerate(layers):
+        for part in ("fc1", "fc2"):
+            assert torch.equal(getattr(layer, part).weight.detach(), saved[f"{tower}.layers.{l}.{part}.weight"])
+    stats = batch_statistics(adapter, adapter.build_batch(waves([0.6, 1.1])), ["audio"])
+    assert stats.mean_activation.shape == (2, 1, len(layers), layers[0].fc1.out_features)
+    assert (stats.n_positions[:, 0] == [30, 55]).all()  # 100 mel frames per second -> 50 tower frames per second
