@@ -20,7 +20,8 @@ from models_tiny import (PROMPT, build_af3, build_kimi_fake, build_omni, build_q
 from esn.hooks import on_activations, scaled
 from esn.models import load_adapter
 from esn.models.audio_flamingo import AudioFlamingo3Adapter
-from esn.models.base import DECODER_SITES, LabelScorer
+from esn.models.base import LabelScorer
+from esn.sites import DECODER_SITES
 from esn.models.kimi_audio import KimiAudioAdapter, KimiaPromptBuilder
 from esn.models.qwen2_audio import Qwen2AudioAdapter
 from esn.models.qwen_omni import QwenOmniAdapter, audio_token_count, mel_frames

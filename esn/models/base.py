@@ -19,22 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from esn.sites import AUDIO_SITES, DECODER_SITES, SITES
 from esn.workflow import COMMIT_HASH
-
-#: Where a neuron's activation is read and modified: in the decoder MLPs, the output of `act_fn` (the study's
-#: default, as LAPE) or the input of `down_proj` (act_fn(gate)·up) — scaling either gives the same MLP output; or
-#: `audio_mlp`, the audio tower's MLPs (each Whisper-style encoder layer's `activation_fn(fc1(x))`, fc2's input).
-SITES = ("act_fn", "down_proj_input", "audio_mlp")
-#: The sites inside the audio tower: they run once per clip and condition (not once per clip), and their
-#: positions are the tower's valid frames, so the only position group is `audio`.
-AUDIO_SITES = ("audio_mlp",)
-DECODER_SITES = tuple(s for s in SITES if s not in AUDIO_SITES)
-
-
-def site_groups(site: str, groups: list[str] | tuple[str, ...]) -> list[str]:
-    """The position groups a capture at `site` records: all of `groups` in the decoder; in the audio tower only
-    `audio` (its positions are audio frames: there is no prompt and no answer position there)."""
-    return list(groups) if site not in AUDIO_SITES else ["audio"]
 
 
 def require_pinned_revision(path: str, revision: str | None) -> str:

@@ -4,7 +4,7 @@ import torch
 
 from esn.capture import capture, store_order
 from esn.models import load_adapter
-from esn.models.base import site_groups
+from esn.sites import site_groups
 from esn.prepare import load_manifest
 from esn.workflow import file_hash, setup_logging
 

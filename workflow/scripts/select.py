@@ -1,4 +1,4 @@
-from esn.models.base import site_groups
+from esn.sites import site_groups
 from esn.selectors import save_selection, select_variants
 from esn.workflow import setup_logging
 
