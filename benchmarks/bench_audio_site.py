@@ -12,7 +12,8 @@ whole `score_conditions` per (clip, condition) row at both sites, and the tower 
             6 heads, FFN 1536, n_window 1500 (one attention window per clip, as the real encoder needs); the
             organism's 128 mel bins (tiny.en has 80: only conv1 differs, a few % of the tower)
 
-and extrapolates the default encoder study (41 conditions × `--study-clips` clips). Output:
+and extrapolates the default encoder study (41 conditions × `--study-clips` clips) and all the default's
+encoder entry adds (capture with attribution of 4 × `--study-clips` clips, tower knockout, the study). Output:
 benchmarks/out/audio_site.json.
 """
 
@@ -25,10 +26,12 @@ import numpy as np
 import torch
 from common import clips, device_info, timed, write
 
+from esn.capture import batch_statistics
 from esn.interventions import Condition, score_conditions
 from esn.models import load_adapter
 from esn.models.qwen_omni import QwenOmniAdapter
 from esn.organism import OrganismConfig, build_model, build_tokenizer
+from esn.sites import site_groups
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 PROMPT = "What emotion does the speaker express? Answer with one word."
@@ -65,6 +68,10 @@ def measure(make, waves: list[np.ndarray], repeats: int) -> dict[str, float]:
         rows = len(conditions) * len(waves)
         seconds = timed(lambda: score_conditions(adapter, waves, conditions, max_rows=64), repeats=repeats)
         out[f"{site}_ms_per_row"] = round(1000 * seconds / rows, 3)
+        batch, truth = adapter.build_batch(waves), torch.arange(len(waves)) % len(LABELS)
+        capture = timed(lambda: batch_statistics(adapter, batch, site_groups(site, ["audio", "prompt", "last"]),
+                                                 true_label=truth), repeats=repeats)
+        out[f"{site}_capture_ms_per_clip"] = round(1000 * capture / len(waves), 3)  # with attribution's backward
         if site == "audio_mlp":
             out["tower_layers"], out["tower_neurons_per_layer"] = adapter.n_layers, adapter.n_neurons
             batch = adapter.build_batch(waves)
@@ -95,6 +102,11 @@ def main() -> None:
         r = result[name]
         r["study_minutes_audio_site"] = round(r["audio_mlp_ms_per_row"] * 41 * args.study_clips / 60000, 2)
         r["study_minutes_decoder_site"] = round(r["act_fn_ms_per_row"] * 41 * args.study_clips / 60000, 2)
+        # what the default's encoder entry adds: capture of the whole corpus (4 × study clips, with attribution),
+        # tower-layer knockout (layers + the unmodified pass) and the study (41 conditions), on one core
+        r["default_encoder_minutes"] = round((r["audio_mlp_capture_ms_per_clip"] * 4 * args.study_clips
+                                              + r["audio_mlp_ms_per_row"] * (r["tower_layers"] + 1 + 41)
+                                              * args.study_clips) / 60000, 2)
     result["wall_s"] = round(time.time() - t0, 1)
     write("audio_site", result)
 
