@@ -224,3 +224,23 @@ def test_site_reads_the_published_towers_weights(family, tmp_path, one_thread):
     stats = batch_statistics(adapter, adapter.build_batch(waves([0.6, 1.1])), ["audio"])
     assert stats.mean_activation.shape == (2, 1, len(layers), layers[0].fc1.out_features)
     assert (stats.n_positions[:, 0] == [30, 55]).all()  # 100 mel frames per second -> 50 tower frames per second
+
+
+def test_generated_answers_follow_the_tower_under_each_condition(adapter):
+    """mode generate: each condition's greedy answer is decoded from what the tower gives under that condition
+    (the decoder itself unscaled), for every clip."""
+    from esn.generation import generate_answers
+    from esn.interventions import answer_conditions
+
+    clips = waves(CLIPS)
+    conditions = [Condition("none")] + knockout_conditions(adapter.n_layers, adapter.n_neurons)
+    _, texts = answer_conditions(adapter, clips, conditions, mode="generate", max_new_tokens=3, max_rows=4)
+    batch = adapter.to_device(adapter.build_batch(clips))
+    for k, c in enumerate(conditions):
+        with torch.no_grad():
+            if c.mode == "none":
+                embedded = adapter.embed(batch)
+            else:
+                with knocked_out(adapter.site_modules(), [c.layer]):
+                    embedded = adapter.embed(batch)
+            assert list(texts[k]) == generate_answers(adapter, embedded, max_new_tokens=3), c
