@@ -121,6 +121,8 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
     its positions count in the attribution only — an intervention scales them too, so a × ∂log p/∂a
     summed over every position the answer step runs is the first-order effect of a gain.
     """
+    if adapter.in_audio_tower:
+        return _audio_tower_statistics(adapter, adapter.to_device(batch), groups, true_label=true_label, dtype=dtype)
     batch = adapter.to_device(batch)
     masks = batch.position_groups(groups)                       # [G, B, T]
     counts = masks.sum(-1).transpose(0, 1)                       # [B, G]
@@ -172,6 +174,52 @@ def batch_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, .
                            probs.numpy(), None if attribution is None else attribution.detach().float().cpu().numpy())
 
 
+def _audio_tower_statistics(adapter: AudioLMAdapter, batch: Batch, groups: tuple[str, ...] | list[str], *,
+                            true_label: torch.Tensor | None, dtype: torch.dtype) -> BatchStatistics:
+    """`batch_statistics` at a site in the audio tower: per clip, the statistics over its valid tower frames
+    (group `audio`, the only one there), read while the tower runs in `embed`; attribution differentiates the
+    answer through the decoder and the tower (the features are made a leaf that needs a gradient, so every
+    layer's activation is in the graph)."""
+    if list(groups) != ["audio"]:
+        raise ValueError(f"site {adapter.site}: the audio tower's positions are audio frames; capture the position "
+                         f"group ['audio'] only, not {list(groups)}")
+    dev = adapter.device
+    rows = adapter.audio_site_rows(batch)                                                    # [P]
+    by_clip = (rows[None, :] == torch.arange(batch.size, device=dev)[:, None]).float()       # [B, P]
+    counts = by_clip.sum(-1, keepdim=True)                                                   # [B, 1]
+    B, L, N = batch.size, adapter.n_layers, adapter.n_neurons
+    sums = torch.zeros(B, 1, L, N, device=dev)
+    positive = torch.zeros(B, 1, L, N, device=dev)
+    kept: dict[int, torch.Tensor] = {}
+
+    def reduce(layer: int, a: torch.Tensor) -> None:
+        flat = a.detach().reshape(-1, N).float()
+        sums[:, 0, layer], positive[:, 0, layer] = by_clip @ flat, by_clip @ (flat > 0).float()
+        if true_label is not None:
+            a.retain_grad()
+            kept[layer] = a
+        return None
+
+    grad = true_label is not None
+    if grad:
+        feats = batch.inputs["input_features"]
+        batch = Batch({**batch.inputs, "input_features": feats.detach().clone().requires_grad_(True)},
+                      batch.attention_mask, batch.audio_mask)
+    with torch.set_grad_enabled(grad), frozen(adapter.model):
+        with on_activations(adapter.site_modules(), reduce):
+            embedded = adapter.embed(batch)
+        logp = adapter.label_logprobs(embedded)
+        attribution = None
+        if grad:
+            logp.gather(1, true_label.to(dev)[:, None]).sum().backward()
+            attribution = torch.stack([by_clip @ (kept[l] * kept[l].grad).detach().reshape(-1, N).float()
+                                       for l in range(L)], dim=1)
+    denom = counts.clamp(min=1)[:, :, None, None]
+    return BatchStatistics((sums / denom).to(dtype).cpu().numpy(), (positive / denom).to(dtype).cpu().numpy(),
+                           counts.round().int().cpu().numpy(), logp.detach().exp().float().cpu().numpy(),
+                           None if attribution is None else attribution.float().cpu().numpy())
+
+
 def _concat(parts: list[BatchStatistics]) -> BatchStatistics:
     return BatchStatistics(*[None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
                              for f in ("mean_activation", "frac_positive", "n_positions", "label_prob", "attribution",
@@ -204,6 +252,13 @@ def capture(adapter: AudioLMAdapter, manifest: pd.DataFrame, out: str | Path, *,
     free memory by the per-token model (`esn.batching.token_budget`; on a CPU, batches stay counted in clips)."""
     if mode not in ("score", "generate"):
         raise ValueError(f"unknown answer mode {mode!r}; choose score or generate")
+    if adapter.in_audio_tower and list(groups) != ["audio"]:
+        raise ValueError(f"site {adapter.site}: the audio tower's positions are audio frames; capture the position "
+                         f"group ['audio'] only, not {list(groups)} (esn.models.base.site_groups)")
+    if adapter.in_audio_tower and batch_tokens == "auto":
+        log.warning("batch_tokens: auto sizes batches by the decoder's neurons; with the audio_mlp site batches "
+                    "stay counted in clips")
+        batch_tokens = None
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     utterances = store_order(manifest)

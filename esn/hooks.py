@@ -37,9 +37,13 @@ def on_activations(sites: list[tuple[nn.Module, str]], fn: Callable[[int, torch.
 
 
 @contextmanager
-def scaled(sites: list[tuple[nn.Module, str]], scales: dict[int, torch.Tensor]) -> Iterator[None]:
+def scaled(sites: list[tuple[nn.Module, str]], scales: dict[int, torch.Tensor],
+           rows_of: torch.Tensor | None = None) -> Iterator[None]:
     """Multiply layer l's activations by `scales[l]` ([rows, neurons], broadcast over positions).
 
+    `rows_of` [P]: for activations that are not [rows, positions, neurons] (an audio tower that packs every
+    clip's frames into one sequence, or pads them), the row of each of the P positions of the activation
+    flattened to [P, neurons] (-1 on padding, which is scaled as row 0: it reaches no output).
     Layers without an entry are left untouched (no multiplication at all, so a gain of exactly 1.0
     elsewhere never perturbs the numbers).
     """
@@ -47,7 +51,13 @@ def scaled(sites: list[tuple[nn.Module, str]], scales: dict[int, torch.Tensor]) 
         s = scales.get(layer)
         if s is None:
             return None
-        s = s.to(a.dtype).unsqueeze(1)
+        if rows_of is not None:
+            if rows_of.numel() * a.shape[-1] != a.numel():
+                raise ValueError(f"layer {layer}: {rows_of.numel()} positions mapped to rows, but the activation "
+                                 f"{tuple(a.shape)} has {a.numel() // a.shape[-1]}")
+            s = s.to(a.dtype)[rows_of.clamp(min=0)].reshape(a.shape)
+        else:
+            s = s.to(a.dtype).unsqueeze(1)
         # in place when no gradient is recorded: the activation is a fresh tensor of this forward
         return a.mul_(s) if not torch.is_grad_enabled() else a * s
 

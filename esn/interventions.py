@@ -17,7 +17,10 @@ step per condition (`AudioLMAdapter.label_logprobs`: one forward, or for multi-t
 forward plus one continuation forward over its KV cache; no generation); the audio tower runs once per
 clip and its output is reused by every condition (`AudioLMAdapter.embed`, then the answer step over
 repeated rows); many conditions share one forward through a per-row scale tensor at the MLP site
-(acting on the continuation positions too); clips are length-bucketed.
+(acting on the continuation positions too); clips are length-bucketed. With the audio tower's MLPs as the
+site (`audio_mlp`) the tower itself must run once per condition: its rows are batched the same way (the
+clip's inputs repeated per condition, per-row scales expanded to the tower's frames), and the answer step
+runs on what each row's tower gives.
 
 `mode="generate"` adds the evaluation kits' reading: greedy answers (`esn.generation`) from the same
 prefix with the same per-row scales active at every decoding step, parsed into labels (columns
@@ -216,19 +219,27 @@ def _scales(row_conditions: list[Condition], rows: range, B: int, n_neurons: int
 
 
 def _per_condition(adapter: AudioLMAdapter, embedded: Embedded, conditions: list[Condition], rows_fit: Fit,
-                   run: Callable[[Embedded], Any], base: torch.Tensor | None, index: DeviceIndex) -> list:
+                   run: Callable[[Embedded], Any], base: torch.Tensor | None, index: DeviceIndex,
+                   batch: Batch | None = None) -> list:
     """`run` on the clips' prefix repeated once per condition, the conditions' scales active. The rows
     (condition, clip), condition-major, go through decoder forwards of at most `rows_fit.size` rows (whole
     conditions while a condition's clips fit in one forward); a forward that runs out of memory is retried with
     half its rows, and the smaller size is kept. `run` returns one result per row. Results [condition][clip].
-    `base`: the unmodified label probabilities per clip (what `mix` weighs its sets by)."""
+    `base`: the unmodified label probabilities per clip (what `mix` weighs its sets by). With a site in the audio
+    tower (`adapter.in_audio_tower`) the rows' clips of `batch` go through the tower again under the rows' scales,
+    and the answer step runs unscaled on what it gives."""
     B = embedded.inputs_embeds.shape[0]
     sites = adapter.site_modules()
 
     def forward(rows: range) -> list:
         picked = torch.arange(rows.start, rows.stop, device=adapter.device) % B
-        with scaled(sites, _scales([conditions[r // B] for r in rows], rows, B, adapter.n_neurons, adapter.device,
-                                   base, index)):
+        scales = _scales([conditions[r // B] for r in rows], rows, B, adapter.n_neurons, adapter.device, base, index)
+        if adapter.in_audio_tower:
+            sub = batch.select(picked)
+            with scaled(sites, scales, rows_of=adapter.audio_site_rows(sub)):
+                tower_embedded = adapter.embed(sub)
+            return list(run(tower_embedded))
+        with scaled(sites, scales):
             return list(run(embedded.select(picked)))
 
     R, T = len(conditions) * B, embedded.inputs_embeds.shape[1]
@@ -265,11 +276,12 @@ def answer_batch(adapter: AudioLMAdapter, batch: Batch, conditions: list[Conditi
     probs[[k for k, c in enumerate(conditions) if c.mode == "none"]] = base.cpu().numpy()
     if todo:
         probs[todo] = np.array(_per_condition(adapter, embedded, [conditions[k] for k in todo], rows_fit,
-                                              lambda e: adapter.label_probabilities(e).cpu().numpy(), base, index))
+                                              lambda e: adapter.label_probabilities(e).cpu().numpy(), base, index,
+                                              batch))
     if mode == "score":
         return probs, None
     texts = _per_condition(adapter, embedded, conditions, rows_fit,
-                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens), base, index)
+                           lambda e: generate_answers(adapter, e, max_new_tokens=max_new_tokens), base, index, batch)
     return probs, np.array(texts, dtype=object).reshape(len(conditions), batch.size)
 
 
@@ -327,6 +339,10 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     clips = Fit(batch_size, "clips per batch")     # shrinks when the audio tower or the unmodified pass overflows
     # rows per decoder forward (or tokens: rows × prompt length, by `batch_tokens`); shrinks when a forward overflows
     budget, how = (batch_tokens, "configured") if isinstance(batch_tokens, int) else (None, "")
+    if batch_tokens == "auto" and adapter.in_audio_tower:
+        log.warning("batch_tokens: auto sizes decoder forwards by the decoder's neurons; with the audio_mlp site "
+                    "forwards stay counted in rows (at most %d)", max_rows)
+        batch_tokens = None
     if batch_tokens == "auto":
         mlp = adapter.decoder_layers()[0].mlp
         budget, how = token_budget(adapter.model, adapter.n_layers, mlp.gate_proj.in_features, adapter.n_neurons,

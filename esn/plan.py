@@ -89,6 +89,15 @@ def check_and_complete(config: dict) -> None:
             if model["system_prompt"]:
                 raise ValueError(f"config models.{name}.system_prompt: the organism is trained without a system "
                                  "prompt; leave it unset or \"\"")
+    trained: dict[str, tuple[str, dict]] = {}
+    for name, model in config["models"].items():  # entries on one organism checkpoint (e.g. one per site): one training
+        if model["organism"]:
+            shapes = {k: model[k] for k in ("adapter", "prompt", "organism_seed", "system_prompt")}
+            other, other_shapes = trained.setdefault(model["path"], (name, shapes))
+            if other_shapes != shapes:
+                raise ValueError(f"config models.{name}: an organism entry on {model['path']!r} like models.{other}, "
+                                 f"but with another {', '.join(k for k in shapes if shapes[k] != other_shapes[k])}: "
+                                 f"entries on one organism must agree on what trains it")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
@@ -167,7 +176,13 @@ class Plan:
                        if s["identify"] == s["evaluate"]})
 
     def organism_models(self) -> list[str]:
-        return [name for name, m in self.models.items() if m["organism"]]
+        """The organism entries, one per checkpoint (the first entry on a path: another entry on the same
+        organism, e.g. its audio-tower site, shares its training and its training figures)."""
+        first = {}
+        for name, m in self.models.items():
+            if m["organism"]:
+                first.setdefault(m["path"], name)
+        return list(first.values())
 
     def has_figures(self, model: str) -> bool:
         """Whether a model gets per-study figures and a browser: every model but a population's later organisms
@@ -296,7 +311,7 @@ class Plan:
     def targets(self) -> list[str]:
         return [
             *[manifest(c) for c in self.config["corpora"]],
-            *[f"{m['path']}/metrics.json" for m in self.models.values() if m["organism"]],
+            *[f"{self.models[m]['path']}/metrics.json" for m in self.organism_models()],
             *self.metric_tables(),
             *self.knockout_tables(),
             *self.figures(),

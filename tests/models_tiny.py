@@ -94,11 +94,11 @@ def _text_config(tok: Any, hidden: int = 64, mlp: int = 128, layers: int = 2) ->
                 max_position_embeddings=1024, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
 
 
-def build_omni(folder: str | Path, seed: int = 0) -> Path:
+def build_omni(folder: str | Path, seed: int = 0, audio_layers: int = 1) -> Path:
     """A tiny Qwen2.5-Omni thinker saved like a checkpoint (the organism's builders, random weights)."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    cfg = OrganismConfig(prompt=PROMPT, vocab_size=300, audio_d_model=32, audio_layers=1, audio_heads=2,
+    cfg = OrganismConfig(prompt=PROMPT, vocab_size=300, audio_d_model=32, audio_layers=audio_layers, audio_heads=2,
                          audio_ffn=64, hidden=64, layers=2, heads=4, kv_heads=2, mlp=128)
     tok = build_tokenizer(cfg.prompt, cfg.vocab_size)
     model = build_model(cfg, tok)
@@ -108,14 +108,14 @@ def build_omni(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_af3(folder: str | Path, seed: int = 0) -> Path:
+def build_af3(folder: str | Path, seed: int = 0, audio_layers: int = 1) -> Path:
     """A tiny Audio Flamingo 3 with its real processor class and chat template."""
     folder = Path(folder)
     torch.manual_seed(seed)
     tok = build_tokenizer(PROMPT, 300)
     tok.add_tokens(["<sound>"], special_tokens=True)
     config = AudioFlamingo3Config(
-        audio_config=dict(model_type="audioflamingo3_encoder", num_mel_bins=128, num_hidden_layers=1,
+        audio_config=dict(model_type="audioflamingo3_encoder", num_mel_bins=128, num_hidden_layers=audio_layers,
                           num_attention_heads=2, intermediate_size=64, hidden_size=32, max_source_positions=1500),
         text_config=_text_config(tok), audio_token_id=tok.convert_tokens_to_ids("<sound>"))
     AudioFlamingo3ForConditionalGeneration(config).save_pretrained(folder)
@@ -126,14 +126,14 @@ def build_af3(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_qwen2_audio(folder: str | Path, seed: int = 0, label_tokens: bool = True) -> Path:
+def build_qwen2_audio(folder: str | Path, seed: int = 0, label_tokens: bool = True, audio_layers: int = 1) -> Path:
     """A tiny Qwen2-Audio with its real processor class and (default) chat template (emotion words
     multi-token when `label_tokens` is False)."""
     folder = Path(folder)
     torch.manual_seed(seed)
     tok = build_tokenizer(PROMPT, 300, label_tokens=label_tokens)
     config = Qwen2AudioConfig(
-        audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=1,
+        audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=audio_layers,
                           encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32, max_source_positions=1500),
         text_config=_text_config(tok), audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
     Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)

@@ -20,7 +20,8 @@ from models_tiny import (PROMPT, build_af3, build_kimi_fake, build_omni, build_q
 from esn.hooks import on_activations, scaled
 from esn.models import load_adapter
 from esn.models.audio_flamingo import AudioFlamingo3Adapter
-from esn.models.base import SITES, LabelScorer
+from esn.models.base import LabelScorer
+from esn.sites import DECODER_SITES
 from esn.models.kimi_audio import KimiAudioAdapter, KimiaPromptBuilder
 from esn.models.qwen2_audio import Qwen2AudioAdapter
 from esn.models.qwen_omni import QwenOmniAdapter, audio_token_count, mel_frames
@@ -171,7 +172,7 @@ def test_batched_scoring_equals_one_at_a_time(family):
 
 # --- hooks and interventions ------------------------------------------------------------------
 
-@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("site", DECODER_SITES)  # the audio tower's site: tests/test_audio_site.py
 def test_hooks_see_the_intended_tensor(family, site):
     name, adapter, batch, _ = family
     with with_site(adapter, site):
@@ -197,7 +198,7 @@ def test_hooks_see_the_intended_tensor(family, site):
                 assert torch.allclose(seen[l], expected, atol=1e-6, rtol=0), (name, site, l)
 
 
-@pytest.mark.parametrize("site", SITES)
+@pytest.mark.parametrize("site", DECODER_SITES)  # the audio tower's site: tests/test_audio_site.py
 def test_unit_gain_is_bit_identical(family, site):
     _, adapter, batch, _ = family
     with with_site(adapter, site):
@@ -219,7 +220,7 @@ def test_deactivation_and_gain_agree_across_sites(family):
         s[1, torch.randperm(N, generator=gen)[:N // 8]] = 2.5           # and amplify some in row 1
         scales[l] = s
     results = {}
-    for site in SITES:
+    for site in DECODER_SITES:
         with with_site(adapter, site):
             outs = {}
             handles = [layer.mlp.register_forward_hook(lambda _m, _a, out, l=l: outs.__setitem__(l, out.detach()))

@@ -28,9 +28,10 @@ def test_the_default_plan():
     assert plan.models["organism"]["system_prompt"] == ""  # an organism is loaded as trained: no system turn
     assert plan.variants() == ["all", "n10s0", "n50s0", "correct"]
     # the sweeps run where a study identifies and evaluates on one corpus, unless the study says otherwise
-    assert [plan.sweeps(s) for s in plan.studies] == [True, False, False, False]
+    assert [plan.sweeps(s) for s in plan.studies] == [True, False, False, False, False]
     assert plan.main_studies() == [("organism", "synthetic", "synthetic", True),
-                                   ("organism", "telephone", "telephone", False)]
+                                   ("organism", "telephone", "telephone", False),
+                                   ("organism_encoder", "synthetic", "synthetic", False)]
     assert plan.figure_kinds(False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert plan.figure_kinds(True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
                                        "id_size", "injection", "correct_only"]
@@ -39,7 +40,34 @@ def test_the_default_plan():
     assert len([t for t in targets if t.startswith("results/figures/organism/synthetic/synthetic/")]) == 18
     assert len([t for t in targets if t.startswith("results/figures/organism/telephone/telephone/")]) == 8
     assert "results/browser/organism/telephone" in targets and "resources/models/organism/metrics.json" in targets
-    assert len(plan.metric_tables()) == len(plan.studies) * len(plan.selectors) == 20
+    assert len(plan.metric_tables()) == len(plan.studies) * len(plan.selectors) == 25
+    # the encoder's neurons: a second entry on the same organism, trained once, studied at its own site
+    assert plan.models["organism_encoder"]["site"] == "audio_mlp" and plan.models["organism"]["site"] == "act_fn"
+    assert plan.organism_models() == ["organism"]
+    assert [t for t in targets if t.endswith("metrics.json")] == ["resources/models/organism/metrics.json"]
+    assert len([t for t in targets if t.startswith("results/figures/organism_encoder/synthetic/synthetic/")]) == 8
+    assert "results/tables/knockout/organism_encoder/synthetic.csv" in targets
+
+
+def test_entries_on_one_organism_must_agree_on_its_training():
+    config = validated()
+    config["models"]["organism_encoder"]["prompt"] = "Which emotion?"
+    with pytest.raises(ValueError, match="models.organism_encoder: an organism entry on 'resources/models/organism' "
+                                         "like models.organism, but with another prompt"):
+        resolve(config)
+    config = validated()
+    config["models"]["organism_encoder"]["path"] = "resources/models/other"  # another checkpoint: trained apart
+    assert resolve(config).organism_models() == ["organism", "organism_encoder"]
+
+
+def test_the_encoder_config_runs_the_encoder_study_in_full():
+    plan = resolve(validated("encoder.yaml"), ROOT)
+    assert {m["site"] for m in plan.models.values()} == {"audio_mlp"} and plan.organism_models() == ["organism_encoder"]
+    assert plan.main_studies() == [("organism_encoder", "synthetic", "synthetic", True),
+                                   ("organism_encoder", "telephone", "telephone", True)]
+    assert "results/tables/transfer/organism_encoder.csv" in plan.targets()
+    # the same organism checkpoint as the default's: trained once, whichever config runs first
+    assert plan.models["organism_encoder"]["path"] == validated()["models"]["organism"]["path"]
 
 
 def test_the_main_set_size_is_always_swept():
@@ -64,12 +92,16 @@ def test_a_population_is_one_model_per_organism():
     targets = plan.targets()
     assert not [t for t in targets if any(f"/{m}/" in t for m in rest) and ("figures" in t or "browser" in t)]
     assert "results/tables/population/organism/summary.csv" in targets
-    assert len(plan.population_keys()) == len(seeds) * len(config["studies"]) * len(plan.selectors)
+    grown = [s for s in config["studies"] if s["model"] == "organism"]
+    assert len(plan.population_keys()) == len(seeds) * len(grown) * len(plan.selectors)
+    # an entry on the default checkpoint that the population does not grow (the encoder site) stays one model
+    assert plan.models["organism_encoder"]["path"] == "resources/models/organism"
+    assert sorted(plan.organism_models()) == sorted([*plan.population, "organism_encoder"])
 
 
 @pytest.mark.parametrize("mutate, needle", [
     (lambda c: c["studies"].append({"model": "organism", "identify": "nope", "evaluate": "synthetic"}),
-     "studies[4].identify"),
+     "studies[5].identify"),
     (lambda c: c["models"]["organism"].update(system_prompt="You are Qwen."), "models.organism.system_prompt"),
     (lambda c: c["organism"].update(corpora=["synthetic", "elsewhere"]), "organism.corpora"),
     (lambda c: c.update(population={"model": "organism", "seeds": []}), "population"),

@@ -29,6 +29,7 @@ class AudioFlamingo3Adapter(ProcessorAdapter):
     family = "audio_flamingo3"
     audio_token = "<sound>"
     model_class = AudioFlamingo3ForConditionalGeneration
+    feature_mask_key = "input_features_mask"
 
     def build_batch(self, waveforms: list[np.ndarray]) -> Batch:
         enc = self.encode(waveforms)

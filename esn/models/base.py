@@ -19,11 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from esn.sites import AUDIO_SITES, DECODER_SITES, SITES
 from esn.workflow import COMMIT_HASH
-
-#: Where a neuron's activation is read and modified: the output of `act_fn` (the study's default,
-#: as LAPE) or the input of `down_proj` (act_fn(gate)·up). Scaling either gives the same MLP output.
-SITES = ("act_fn", "down_proj_input")
 
 
 def require_pinned_revision(path: str, revision: str | None) -> str:
@@ -101,6 +98,11 @@ class Batch:
         if unknown:
             raise ValueError(f"unknown position group(s) {sorted(unknown)}; known: {sorted(groups)}")
         return torch.stack([groups[n] for n in names]).float()
+
+    def select(self, rows: torch.Tensor) -> "Batch":
+        """Rows `rows` of the batch (repeats allowed): one clip through the audio tower under many conditions.
+        Every input is row-first (one row per clip)."""
+        return Batch({k: v[rows] for k, v in self.inputs.items()}, self.attention_mask[rows], self.audio_mask[rows])
 
 
 @dataclass
@@ -307,12 +309,17 @@ class AudioLMAdapter:
 
     family: str = ""
     audio_token: str = ""
+    #: whether `audio_site_rows` is implemented (a Whisper-style audio tower whose frames map to clips)
+    audio_site: bool = False
 
     def __init__(self, model: nn.Module, tokenizer: Any, labels: list[str], prompt: str,
                  *, site: str = "act_fn", source: str = "", revision: str | None = None,
                  scoring: str = DEFAULT_SCORING, synonyms: dict[str, list[str]] | None = None):
         if site not in SITES:
             raise ValueError(f"unknown activation site {site!r}; choose one of {SITES}")
+        if site in AUDIO_SITES and not self.audio_site:
+            raise ValueError(f"site {site!r} (the audio tower's MLPs) is not supported by the {self.family or type(self).__name__} "
+                             f"adapter; choose one of {list(DECODER_SITES)}")
         self.model, self.tokenizer, self.prompt, self.site = model.eval(), tokenizer, prompt, site
         self.scorer = LabelScorer(tokenizer, labels, mode=scoring, synonyms=synonyms)
         self.labels = self.scorer.labels
@@ -325,6 +332,11 @@ class AudioLMAdapter:
 
     def audio_embeddings(self, batch: Batch) -> torch.Tensor:
         """Audio-tower outputs for all audio tokens of the batch, flattened [N_audio, H]."""
+        raise NotImplementedError
+
+    def audio_site_rows(self, batch: Batch) -> torch.Tensor:
+        """For the audio tower's MLP activations of `batch` flattened to [P, N]: the batch row each position belongs
+        to, -1 on padding frames [P] (long). What capture reduces over and what per-row scales are expanded by."""
         raise NotImplementedError
 
     def position_ids(self, batch: Batch) -> torch.Tensor:
@@ -345,15 +357,35 @@ class AudioLMAdapter:
         return list(self.decoder.layers)
 
     @property
+    def in_audio_tower(self) -> bool:
+        """Whether the neuron site is in the audio tower (then the tower runs once per condition)."""
+        return self.site in AUDIO_SITES
+
+    def audio_tower_layers(self) -> list[nn.Module]:
+        """The audio tower's encoder layers (Whisper-style: `fc1`, `activation_fn`, `fc2`)."""
+        towers = [m for name, m in self.model.named_modules() if name.rsplit(".", 1)[-1] == "audio_tower"]
+        if len(towers) != 1:
+            raise ValueError(f"{type(self.model).__name__}: expected one `audio_tower` module, found {len(towers)}")
+        return list(towers[0].layers)
+
+    def site_layers(self) -> list[nn.Module]:
+        """The layers holding the site's neurons: the decoder's, or the audio tower's for `audio_mlp`."""
+        return self.audio_tower_layers() if self.in_audio_tower else self.decoder_layers()
+
+    @property
     def n_layers(self) -> int:
-        return len(self.decoder_layers())
+        return len(self.site_layers())
 
     @property
     def n_neurons(self) -> int:
+        if self.in_audio_tower:
+            return int(self.audio_tower_layers()[0].fc1.out_features)
         return int(self.decoder_layers()[0].mlp.down_proj.in_features)
 
     def site_modules(self) -> list[tuple[nn.Module, str]]:
-        """(module, 'output' | 'input') per decoder layer: where hooks read and write neurons."""
+        """(module, 'output' | 'input') per layer of the site: where hooks read and write neurons."""
+        if self.site == "audio_mlp":  # each encoder layer owns its activation module (ACT2FN builds one per layer)
+            return [(layer.activation_fn, "output") for layer in self.audio_tower_layers()]
         if self.site == "act_fn":
             return [(layer.mlp.act_fn, "output") for layer in self.decoder_layers()]
         return [(layer.mlp.down_proj, "input") for layer in self.decoder_layers()]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, BatchFeature
 
-from esn.models.base import DEFAULT_SCORING, AudioLMAdapter, check_loaded_weights
+from esn.models.base import DEFAULT_SCORING, AudioLMAdapter, Batch, check_loaded_weights
 
 SAMPLING_RATE = 16_000
 
@@ -22,6 +22,9 @@ class ProcessorAdapter(AudioLMAdapter):
     model_class: ClassVar[Any]
     #: name of the model config attribute holding the audio placeholder id
     audio_token_attr: ClassVar[str] = "audio_token_id"
+    audio_site = True
+    #: the batch input holding the mel-frame mask of each row of `input_features`
+    feature_mask_key: ClassVar[str] = "feature_attention_mask"
 
     def __init__(self, model: Any, processor: Any, labels: list[str], prompt: str, *,
                  system_prompt: str | None = None, **kw: Any):
@@ -56,6 +59,18 @@ class ProcessorAdapter(AudioLMAdapter):
         processor = AutoProcessor.from_pretrained(path, revision=revision)
         return cls(model, processor, labels, prompt, site=site, source=path, revision=revision,
                    system_prompt=system_prompt, scoring=scoring, synonyms=synonyms)
+
+    def audio_site_rows(self, batch: Batch) -> torch.Tensor:
+        """The Whisper encoder runs [rows, T, d] on features padded to 30 s (T = 1500 frames after the stride-2
+        conv); row b's first (L_b−1)//2+1 frames are its valid ones (the rest are hidden from attention)."""
+        feats, mask = batch.inputs["input_features"], batch.inputs[self.feature_mask_key]
+        if feats.shape[0] != batch.size:
+            raise ValueError(f"{self.family}: the audio_mlp site needs one 30-s window per clip; this batch has "
+                             f"{feats.shape[0]} windows for {batch.size} clips (a clip longer than 30 s)")
+        T = (feats.shape[-1] - 1) // 2 + 1
+        valid = torch.arange(T, device=mask.device)[None, :] < ((mask.sum(-1) - 1) // 2 + 1)[:, None]
+        rows = torch.arange(batch.size, device=mask.device)[:, None].expand(-1, T)
+        return torch.where(valid, rows, -1).reshape(-1)
 
     def provenance(self) -> dict[str, str]:
         return {**super().provenance(), "system_prompt": self.system_prompt or "",

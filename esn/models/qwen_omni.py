@@ -96,6 +96,7 @@ def checkpoint_chat_template(path: str, tokenizer: Any, revision: str | None = N
 class QwenOmniAdapter(AudioLMAdapter):
     family = "qwen2_5_omni"
     audio_token = "<|AUDIO|>"
+    audio_site = True
 
     def __init__(self, model: Any, tokenizer: Any, feature_extractor: WhisperFeatureExtractor,
                  labels: list[str], prompt: str, *, system_prompt: str | None = DEFAULT_SYSTEM,
@@ -153,6 +154,13 @@ class QwenOmniAdapter(AudioLMAdapter):
     def audio_embeddings(self, batch: Batch) -> torch.Tensor:
         feats = batch.inputs["input_features"].to(self.model.dtype)
         return self.model.get_audio_features(feats, batch.inputs["feature_attention_mask"]).last_hidden_state
+
+    def audio_site_rows(self, batch: Batch) -> torch.Tensor:
+        """The tower runs every clip's valid frames packed into one sequence [P, d] (clip-major; windows of
+        2·n_window mel frames attend within themselves): clip b owns its (L_b−1)//2+1 frames after the stride-2
+        conv, L_b its valid mel frames. No padding frames."""
+        frames = (batch.inputs["feature_attention_mask"].sum(-1) - 1) // 2 + 1
+        return torch.repeat_interleave(torch.arange(len(frames), device=frames.device), frames)
 
     def position_ids(self, batch: Batch) -> torch.Tensor:
         """Qwen2.5-Omni's multimodal RoPE index [3, B, T] (left padding handled by the model)."""

@@ -7,6 +7,7 @@ rule select:
         directory("results/neurons/{model}/{id_corpus}/{selector}.zarr"),
     params:
         selection=canonical(PLAN.config["selection"]),
+        site=lambda wc: PLAN.models[wc.model]["site"],
         variants=PLAN.variants(),
         seed=PLAN.config["seed"],
         random_draws=PLAN.config["intervention"]["random_draws"],

@@ -5,6 +5,7 @@ import torch
 from esn.capture import capture, store_order
 from esn.models import load_adapter
 from esn.prepare import cap_identification, load_manifest
+from esn.sites import site_groups
 from esn.workflow import file_hash, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -18,7 +19,8 @@ labels = snakemake.config["corpora"][snakemake.wildcards.corpus]["classes"]  # t
 # shards take every n-th utterance in duration order: balanced lengths, independent jobs
 part = store_order(manifest).iloc[shard::n_shards]
 adapter = load_adapter(spec, labels, snakemake.params.device)
-summary = capture(adapter, part, snakemake.output[0], groups=cap["positions"], batch_size=spec["batch_size"],
+groups = site_groups(spec["site"], cap["positions"])  # a tower site has only the audio frames
+summary = capture(adapter, part, snakemake.output[0], groups=groups, batch_size=spec["batch_size"],
                   dtype=cap["dtype"], attribution=cap["attribution"], block_size=cap["block_size"],
                   mode=cap["mode"], max_new_tokens=cap["max_new_tokens"], batch_tokens=spec.get("batch_tokens"),
                   attrs={"config_hash": snakemake.params.config_hash, "manifest_hash": file_hash(snakemake.input.manifest),
