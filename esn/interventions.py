@@ -40,6 +40,7 @@ from esn.audio import load_16k_mono
 from esn.batching import Fit, Prefetcher, in_pieces, token_budget
 from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
+from esn.grid import SetKey, study_grid
 from esn.hooks import scaled
 from esn.models.base import AudioLMAdapter, Batch, Embedded
 from esn.tables import CONDITION_KEYS
@@ -138,29 +139,40 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     """
     from esn.selectors import random_mask, selected_mask
 
+    variants = selection["variant"].values.tolist()
+    draws = selection["draw"].values.tolist() if "random_order" in selection else []
+    grid = study_grid([e for e in selection["emotion"].values.tolist() if e in labels], labels, variants, fractions,
+                      main_fraction, alphas, draws, sweeps=sweeps, injection=injection)
+    masks: dict[tuple[str, float], tuple] = {}   # (variant, fraction) -> (selected [E, L, N], random [R, E, L, N])
+    neurons: dict[SetKey, dict[int, np.ndarray]] = {}
+
+    def chosen(key: SetKey) -> dict[int, np.ndarray]:  # one set's neurons per layer, shared by its conditions
+        if key not in neurons:
+            if (key.variant, key.fraction) not in masks:
+                sel = selection.sel(variant=key.variant)
+                masks[key.variant, key.fraction] = (selected_mask(sel, key.fraction),
+                                                    random_mask(sel, key.fraction) if draws else None)
+            picked, control = masks[key.variant, key.fraction]
+            mask = (picked.sel(emotion=key.target) if key.control == "selected"
+                    else control.sel(emotion=key.target, draw=key.draw))
+            neurons[key] = _by_layer(mask.values)
+        return neurons[key]
+
     out = []
-    targets = [e for e in selection["emotion"].values.tolist() if e in labels]
-    variants = selection["variant"].values.tolist() if sweeps else ["all"]
-    for variant in variants:
-        sel = selection.sel(variant=variant)
-        for fraction in (fractions if variant == "all" and sweeps else [main_fraction]):
-            chosen = selected_mask(sel, fraction)
-            control = random_mask(sel, fraction) if variant == "all" and "random_order" in sel else None
-            masks = {}
-            for target in targets:
-                masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
-                if control is not None:
-                    for draw in control["draw"].values.tolist()[:None if sweeps else 1]:
-                        masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
-            at_main = bool(np.isclose(fraction, main_fraction))
-            one_draw = {k: m for k, m in masks.items() if k[3] <= 0}
-            out += set_conditions(masks if at_main else one_draw, [], variant)
-            if at_main and variant == "all" and sweeps:
-                out += set_conditions(one_draw, alphas, variant, deactivate=False)
-                if injection and set(targets) == set(labels):
-                    for kind, draw in (("selected", -1), ("random", 0))[:2 if control is not None else 1]:
-                        out += injection_conditions({t: masks[(t, kind, fraction, draw)] for t in targets}, labels,
-                                                    alphas, kind, fraction, draw)
+    for cell in grid:
+        common = dict(fraction=cell.fraction, variant=cell.variant, draw=cell.draw)
+        if cell.mode != "inject":
+            out.append(Condition(cell.mode, cell.target, cell.control, cell.alpha, neurons=chosen(cell.sets[0]),
+                                 **common))
+        elif cell.target == "mix":
+            by_target = {k.target: k for k in cell.sets}
+            out.append(Condition("inject", "mix", cell.control, cell.alpha, by_label={
+                labels.index(e): chosen(by_target[e]) for e in labels}, **common))
+        else:  # union
+            layers = {l for k in cell.sets for l in chosen(k)}
+            out.append(Condition("inject", "union", cell.control, cell.alpha, neurons={
+                l: np.unique(np.concatenate([chosen(k)[l] for k in cell.sets if l in chosen(k)])) for l in sorted(layers)},
+                **common))
     return out
 
 
