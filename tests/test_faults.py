@@ -131,7 +131,7 @@ def test_sigkilled_intervention_job_reruns_to_the_same_table(one_run, attempt):
     work = one_run
     reference = pd.read_parquet(work / TABLE)
     os.remove(work / TABLE)
-    log, marker = work / "logs/intervene/organism/synthetic/synthetic.log", _incomplete_marker(work, TABLE)
+    log, marker = work / "logs/intervene/organism/synthetic/synthetic/0-of-1.log", _incomplete_marker(work, TABLE)
     log.unlink(missing_ok=True)
     proc = _start(work, TABLE)
     _freeze_when(proc, lambda: marker.exists() and log.exists() and "conditions x" in log.read_text(),
