@@ -155,3 +155,35 @@ def test_a_partial_of_other_conditions_is_refused(tiny_manifest, tmp_path, monke
     with pytest.raises(ProvenanceError):  # another shard of the same study is other clips
         evaluate(adapter, tiny_manifest, study_conditions(adapter), batch_size=3, block_size=BLOCK, partial=partial,
                  shard=(1, 2))
+
+
+def test_a_sharded_workflow_writes_the_unsharded_tables(tmp_path):
+    """Through Snakemake: the reduced default's study, once unsharded, then with `intervention.shards: 3` in the
+    same working directory (capture and selection stay; the intervention job runs as 3 shards): the same
+    intervention table, and the same bootstrap metrics downstream."""
+    import yaml
+    from test_workflow import ROOT, _job_counts, snakemake
+
+    cfg = yaml.safe_load((ROOT / "tests/configs/reduced.yaml").read_text())
+    cfg["corpora"]["synthetic"]["options"]["per_speaker_emotion"] = 2   # 16 evaluation clips: 4 blocks
+    cfg["organism"].update(steps=0, layers=2, mlp=64)       # untrained and small: equality needs no skill
+    cfg["selection"].update(selectors=["mad"], id_sizes=[10])
+    cfg["intervention"].update(block_size=4, knockout=False)  # knockout shards run the same code (tested above)
+    study = "organism/synthetic/mad/synthetic"
+    targets = [f"results/interventions/{study}.parquet", f"results/tables/interventions/{study}.delta_recall.csv",
+               f"results/tables/interventions/{study}.summary.csv"]
+    work, config = tmp_path / "work", tmp_path / "config.yaml"
+
+    def run(shards: int) -> dict[str, bytes]:
+        config.write_text(yaml.safe_dump({**cfg, "intervention": {**cfg["intervention"], "shards": shards}}))
+        proc = snakemake(*targets, "--cores", "2", "--configfile", str(config), "--directory", str(work),
+                         "-s", str(ROOT / "Snakefile"), check=True)
+        return _job_counts(proc.stdout + proc.stderr), {t: (work / t).read_bytes() for t in targets[1:]}
+
+    jobs, unsharded = run(1)
+    table = read_table(work / targets[0], "interventions")
+    jobs3, sharded = run(3)
+    assert jobs3["intervene"] == 3 and "capture" not in jobs3 and "select" not in jobs3
+    assert not list(work.glob("results/interventions/**/*.partial"))  # each job's committed blocks are gone
+    pd.testing.assert_frame_equal(read_table(work / targets[0], "interventions"), table, check_exact=True)
+    assert sharded == unsharded  # the metrics tables (bootstrap CIs), byte for byte
