@@ -110,9 +110,9 @@ def corpus_size(name: str, spec: dict[str, Any], root: Path, scale: dict[str, in
         return split(scale[name], "scaled")
     path = root / manifest(name)
     if path.exists():
-        import pandas as pd
+        from esn.prepare import load_manifest
 
-        counts = pd.read_parquet(path, columns=["split"])["split"].value_counts()
+        counts = load_manifest(path.parent)["split"].value_counts()
         return CorpusSize(name, int(counts.get("identification", 0)), int(counts.get("evaluation", 0)), "manifest")
     from esn.corpora import GENERATED_READERS, get_reader
 

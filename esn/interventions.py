@@ -48,7 +48,7 @@ from esn.grid import SetKey, shard_blocks, study_grid
 from esn.hooks import scaled
 from esn.models.base import AudioLMAdapter, Batch, Embedded
 from esn.store import ProvenanceError
-from esn.tables import CONDITION_KEYS, sort_interventions
+from esn.tables import CONDITION_KEYS, read_table, sort_interventions, write_table
 from esn.workflow import stable_hash
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def commit_block(partial: Path, block: int, parts: list[pd.DataFrame]) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for i, part in enumerate(parts):
-        part.to_parquet(folder / f"{i}.parquet", index=False)
+        write_table(part, folder / f"{i}.parquet", "interventions")
     (folder / "done").touch()
 
 
@@ -335,7 +335,7 @@ def _committed(partial: Path, block: int, n_parts: int) -> list[pd.DataFrame] | 
     folder = partial / f"block-{block:06d}"
     if not (folder / "done").exists():
         return None
-    return [pd.read_parquet(folder / f"{i}.parquet") for i in range(n_parts)]
+    return [read_table(folder / f"{i}.parquet", "interventions") for i in range(n_parts)]
 
 
 def _fingerprint(adapter: AudioLMAdapter, groups: Mapping[str, list[Condition]], utterances: pd.DataFrame,
