@@ -226,15 +226,17 @@ def report(sizes: list[CorpusSize], jobs: list[Job], device: str, costs: dict[st
         where = j.corpus if j.rule == "capture" else (j.evaluate if j.rule == "knockout"
                                                       else f"{j.corpus}->{j.evaluate}")
         limit = "" if j.limit_min is None else f"{j.limit_min / 60:.1f}"
+        store = f"{j.store_gb:>10.1f}" if j.rule == "capture" else " " * 10
         out.append(f"{j.rule:<10}{j.model:<20}{where:<26}{j.shards:>5}{j.clips:>10,}{j.conditions:>7,}{j.rows:>13,}"
-                   f"{j.hours:>8.2f}{limit:>8}{j.store_gb:>10.1f}" + ("  OVER" if j.over else ""))
+                   f"{j.hours:>8.2f}{limit:>8}{store}" + ("  OVER" if j.over else ""))
     gpu = sum(j.hours * j.shards for j in jobs if j.device != "cpu")
     cpu = sum(j.hours * j.shards for j in jobs if j.device == "cpu")
     rows = sum(j.rows * j.shards for j in jobs if j.rule != "capture")
     out += ["", f"jobs: {sum(j.shards for j in jobs)} model jobs; intervention and knockout rows (upper bound: "
             f"largest shard x shards): {rows:,}",
             f"total: {gpu:,.1f} GPU-hours ({device}), {cpu:,.1f} CPU-hours; activation stores "
-            f"{sum(j.store_gb for j in jobs):,.1f} GB (uncompressed bytes; Blosc gains ~5 % on dense activations)"]
+            f"{sum(j.store_gb for j in jobs):,.1f} GB (uncompressed bytes; Blosc gains ~5 % on dense activations), "
+            f"intervention tables ~{rows * costs['table_bytes_per_row'] / 1e9:,.1f} GB"]
     warnings = [j for j in jobs if j.fix]
     for j in warnings:
         out.append(f"WARNING: {j.rule} {j.model} {j.corpus or j.evaluate}"

@@ -96,15 +96,18 @@ def test_the_paper_plan_on_fixture_corpora(tmp_path):
                                              for s in plan.studies]
     limits = runtime_limits(ROOT / "profiles/slurm/config.yaml")
     assert {j.limit_min for j in intervene} == {limits["intervene"]}
-    # at the published sizes the shipped shard counts keep every job under its limit (with the margin)
-    _, scaled = cost_plan(plan, "h200", {"iemocap": 5531, "meld": 13708, "msp_podcast": 100_000})
-    assert not [j.fix for j in scaled if j.fix]
+    # at the published sizes the shipped shard counts keep every job under its limit (with the margin) on an H100
+    # (an H200 is faster)
+    published = {"iemocap": 5531, "meld": 13708, "msp_podcast": 100_000}
+    for device in ("h100", "h200"):
+        assert not [j.fix for j in cost_plan(plan, device, published)[1] if j.fix]
+    _, scaled = cost_plan(plan, "h100", published)
     # the largest study in one job does not: the plan says so and names the shipped count as the fix
     rows = [j.rows * j.shards for j in scaled if j.rule == "intervene"]  # in the order of the studies
     big = rows.index(max(rows))
     study = plan.studies[big]
     config["studies"][big]["shards"] = 1
-    _, fewer = cost_plan(resolve(config, ROOT), "h200", {"iemocap": 5531, "meld": 13708, "msp_podcast": 100_000})
+    _, fewer = cost_plan(resolve(config, ROOT), "h100", published)
     over = [j for j in fewer if j.rule == "intervene" and (j.model, j.corpus, j.evaluate) ==
             (study["model"], study["identify"], study["evaluate"])]
     assert over[0].over and over[0].fix == f"studies[{big}].shards: {study['shards']}"
