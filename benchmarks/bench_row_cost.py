@@ -48,7 +48,8 @@ def main() -> None:
             path = Path(tmp) / f"u{i:04d}.flac"
             sf.write(path, wave, 16000)
             rows.append({"utterance_id": f"u{i:04d}", "path": str(path), "emotion": LABELS[i % 4],
-                         "speaker": f"s{i % 8}", "corpus": "bench", "duration_s": wave.size / 16000, "split": "evaluation"})
+                         "speaker": f"s{i % 8}", "corpus": "bench", "duration_s": wave.size / 16000,
+                         "split": "evaluation"})
         manifest = pd.DataFrame(rows)
         conditions = [Condition("deactivate", LABELS[k % 4], "random", fraction=0.05, neurons={
             l: np.flatnonzero(rng.random(cfg.mlp) < 0.05) for l in range(cfg.layers)}) for k in range(args.conditions)]

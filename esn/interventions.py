@@ -176,9 +176,9 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
                 labels.index(e): chosen(by_target[e]) for e in labels}, **common))
         else:  # union
             layers = {l for k in cell.sets for l in chosen(k)}
-            out.append(Condition("inject", "union", cell.control, cell.alpha, neurons={
-                l: np.unique(np.concatenate([chosen(k)[l] for k in cell.sets if l in chosen(k)])) for l in sorted(layers)},
-                **common))
+            union = {l: np.unique(np.concatenate([chosen(k)[l] for k in cell.sets if l in chosen(k)]))
+                     for l in sorted(layers)}
+            out.append(Condition("inject", "union", cell.control, cell.alpha, neurons=union, **common))
     return out
 
 
