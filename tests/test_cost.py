@@ -125,3 +125,15 @@ def test_manifest_counts_win_over_the_listing(tiny_corpus, tmp_path):
     assert (size.identification, size.evaluation, size.source) == (counts["identification"], counts["evaluation"],
                                                                     "manifest")
     assert corpus_size("x", {"evaluation_fraction": 0.3}, tmp_path, {"x": 1000}).evaluation == 300
+
+
+def test_the_command_loads_no_model(tmp_path):
+    """`python -m esn.cost` (what `make plan` runs) prints the plan without importing torch or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from esn.cost import main; main(['--configfile', 'config/config.yaml', '--device', 'cpu']); "
+            "print('imported:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "intervene organism" in out and "every job fits its run-time limit" in out
+    assert out.strip().endswith("imported: []")
