@@ -159,7 +159,15 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
     root = plan.root
     costs = costs or yaml.safe_load((root / COSTS).read_text())
     limits = limits if limits is not None else runtime_limits(root / PROFILE)
-    sizes = {c: corpus_size(c, spec, root, scale or {}) for c, spec in plan.config["corpora"].items()}
+    sizes, missing = {}, []
+    for c, spec in plan.config["corpora"].items():
+        try:
+            sizes[c] = corpus_size(c, spec, root, scale or {})
+        except OSError as err:  # not prepared, and its folder cannot be listed here
+            missing.append(f"{c} ({err})")
+    if missing:
+        raise ValueError(f"not prepared and not readable here: {'; '.join(missing)}. Give their sizes instead: "
+                         f"--scale <corpus>=<utterances> (make plan SCALE=\"<corpus>=<utterances> ...\")")
     margin, block = costs["margin"], plan.config["intervention"]["block_size"]
     cap = plan.config["capture"]
     jobs: list[Job] = []
@@ -259,10 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = {k: int(float(v)) for k, v in (s.split("=", 1) for s in args.scale)}
     root = Path(args.root).resolve()
-    plan = resolve(load_config(args.configfile), root)
+    config = load_config(args.configfile)
+    for name, model in config["models"].items():  # a placeholder the user fills in before a run, not for a plan
+        if model["trust_remote_code"] and not model["revision"]:
+            model["revision"] = "0" * 40
+            print(f"note: models.{name}.revision is unset; a run refuses it until you pin the commit you reviewed",
+                  file=sys.stderr)
+    plan = resolve(config, root)
     costs = yaml.safe_load((root / COSTS).read_text())
     limits = runtime_limits(args.profile or root / PROFILE)
-    sizes, jobs = cost_plan(plan, args.device, scale, costs, limits)
+    try:
+        sizes, jobs = cost_plan(plan, args.device, scale, costs, limits)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(report(sizes, jobs, args.device, costs))
     return 0
 

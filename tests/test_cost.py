@@ -137,3 +137,21 @@ def test_the_command_loads_no_model(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "intervene organism" in out and "every job fits its run-time limit" in out
     assert out.strip().endswith("imported: []")
+
+
+def test_the_readme_command_plans_the_paper_at_its_published_sizes(capsys, monkeypatch):
+    """The README's `make plan CONFIG=config/paper.yaml DEVICE=h100 SCALE=…`, on config/paper.yaml as shipped
+    (placeholder paths, Kimi's revision unset): it plans, and every job fits; without the sizes it says which
+    corpora it cannot count and how to give them."""
+    from esn.cost import main
+
+    monkeypatch.chdir(ROOT)
+    published = ["iemocap=5531", "meld=13708", "msp_podcast=100000", "ravdess=1248", "cremad=7442"]
+    assert main(["--configfile", "config/paper.yaml", "--device", "h100",
+                 *[a for s in published for a in ("--scale", s)]]) == 0
+    out, err = capsys.readouterr()
+    assert "every job fits its run-time limit" in out and "110 model jobs" in out
+    assert "models.kimi_audio_7b.revision is unset" in err
+    assert main(["--configfile", "config/paper.yaml", "--scale", "meld=13708"]) == 2
+    err = capsys.readouterr().err
+    assert "--scale <corpus>=<utterances>" in err and "iemocap" in err and "meld (" not in err
