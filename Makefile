@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
 
-.PHONY: install run test lint report clean
+.PHONY: install run test lint report plan clean
 
 # Idempotent: re-installs only when pyproject.toml changed. torch is pinned first so pip takes the
 # CPU build on machines that have it locally; a GPU box gets the same version with its CUDA build.
@@ -24,6 +24,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -ra
+
+# What a config costs before any job: rows, hours per job on DEVICE (h200 | h100 | cpu), disk, and the shard
+# counts that keep every job under the SLURM profile's limits. SCALE="meld=13708 msp_podcast=100000" asks about
+# corpora not at hand.
+CONFIG ?= config/config.yaml
+DEVICE ?= h200
+SCALE  ?=
+plan: $(STAMP)
+	$(BIN)/python -m esn.cost --configfile $(CONFIG) --device $(DEVICE) $(foreach s,$(SCALE),--scale $(s))
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -29,9 +29,13 @@ prefix with the same per-row scales active at every decoding step, parsed into l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,9 +47,12 @@ from esn.audio import load_16k_mono
 from esn.batching import Fit, Prefetcher, in_pieces, token_budget
 from esn.capture import store_order
 from esn.generation import generate_answers, parse_answer
+from esn.grid import SetKey, shard_blocks, study_grid
 from esn.hooks import scaled
 from esn.models.base import AudioLMAdapter, Batch, Embedded
-from esn.tables import CONDITION_KEYS
+from esn.store import ProvenanceError
+from esn.tables import CONDITION_KEYS, read_table, sort_interventions, write_table
+from esn.workflow import stable_hash
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -141,29 +148,40 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     """
     from esn.selectors import random_mask, selected_mask
 
+    variants = selection["variant"].values.tolist()
+    draws = selection["draw"].values.tolist() if "random_order" in selection else []
+    grid = study_grid([e for e in selection["emotion"].values.tolist() if e in labels], labels, variants, fractions,
+                      main_fraction, alphas, draws, sweeps=sweeps, injection=injection)
+    masks: dict[tuple[str, float], tuple] = {}   # (variant, fraction) -> (selected [E, L, N], random [R, E, L, N])
+    neurons: dict[SetKey, dict[int, np.ndarray]] = {}
+
+    def chosen(key: SetKey) -> dict[int, np.ndarray]:  # one set's neurons per layer, shared by its conditions
+        if key not in neurons:
+            if (key.variant, key.fraction) not in masks:
+                sel = selection.sel(variant=key.variant)
+                masks[key.variant, key.fraction] = (selected_mask(sel, key.fraction),
+                                                    random_mask(sel, key.fraction) if draws else None)
+            picked, control = masks[key.variant, key.fraction]
+            mask = (picked.sel(emotion=key.target) if key.control == "selected"
+                    else control.sel(emotion=key.target, draw=key.draw))
+            neurons[key] = _by_layer(mask.values)
+        return neurons[key]
+
     out = []
-    targets = [e for e in selection["emotion"].values.tolist() if e in labels]
-    variants = selection["variant"].values.tolist() if sweeps else ["all"]
-    for variant in variants:
-        sel = selection.sel(variant=variant)
-        for fraction in (fractions if variant == "all" and sweeps else [main_fraction]):
-            chosen = selected_mask(sel, fraction)
-            control = random_mask(sel, fraction) if variant == "all" and "random_order" in sel else None
-            masks = {}
-            for target in targets:
-                masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
-                if control is not None:
-                    for draw in control["draw"].values.tolist()[:None if sweeps else 1]:
-                        masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
-            at_main = bool(np.isclose(fraction, main_fraction))
-            one_draw = {k: m for k, m in masks.items() if k[3] <= 0}
-            out += set_conditions(masks if at_main else one_draw, [], variant)
-            if at_main and variant == "all" and sweeps:
-                out += set_conditions(one_draw, alphas, variant, deactivate=False)
-                if injection and set(targets) == set(labels):
-                    for kind, draw in (("selected", -1), ("random", 0))[:2 if control is not None else 1]:
-                        out += injection_conditions({t: masks[(t, kind, fraction, draw)] for t in targets}, labels,
-                                                    alphas, kind, fraction, draw)
+    for cell in grid:
+        common = dict(fraction=cell.fraction, variant=cell.variant, draw=cell.draw)
+        if cell.mode != "inject":
+            out.append(Condition(cell.mode, cell.target, cell.control, cell.alpha, neurons=chosen(cell.sets[0]),
+                                 **common))
+        elif cell.target == "mix":
+            by_target = {k.target: k for k in cell.sets}
+            out.append(Condition("inject", "mix", cell.control, cell.alpha, by_label={
+                labels.index(e): chosen(by_target[e]) for e in labels}, **common))
+        else:  # union
+            layers = {l for k in cell.sets for l in chosen(k)}
+            union = {l: np.unique(np.concatenate([chosen(k)[l] for k in cell.sets if l in chosen(k)]))
+                     for l in sorted(layers)}
+            out.append(Condition("inject", "union", cell.control, cell.alpha, neurons=union, **common))
     return out
 
 
@@ -313,10 +331,52 @@ def label_free_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def commit_block(partial: Path, block: int, parts: list[pd.DataFrame]) -> None:
+    """Commit one block's rows: one parquet per table, then the block's done marker (a block without it is run
+    again). A module-level function, so a test can stop a job after exactly k commits."""
+    folder = partial / f"block-{block:06d}"
+    if folder.exists():  # a block a killed run had begun to write
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for i, part in enumerate(parts):
+        write_table(part, folder / f"{i}.parquet", "interventions")
+    (folder / "done").touch()
+
+
+def _committed(partial: Path, block: int, n_parts: int) -> list[pd.DataFrame] | None:
+    folder = partial / f"block-{block:06d}"
+    if not (folder / "done").exists():
+        return None
+    return [read_table(folder / f"{i}.parquet", "interventions") for i in range(n_parts)]
+
+
+def _fingerprint(adapter: AudioLMAdapter, groups: Mapping[str, list[Condition]], utterances: pd.DataFrame,
+                 blocks: list[range], **settings: Any) -> str:
+    """What a block's rows depend on: the model, its labels and scoring, every condition with its neurons, the
+    clips of each block and the answer settings. A partial written under another fingerprint is refused."""
+    h = hashlib.sha256()
+    for key, cs in groups.items():
+        h.update(str(key).encode())
+        for c in cs:
+            h.update(repr(sorted(c.describe().items())).encode())
+            for label, sets in [(-1, c.neurons), *sorted(c.by_label.items())]:
+                for l in sorted(sets):
+                    h.update(f"{label}/{l}:".encode() + np.asarray(sets[l], dtype=np.int64).tobytes())
+    clips = [utterances.iloc[b.start:b.stop][["utterance_id", "emotion", "duration_s"]].astype(str).values.tolist()
+             for b in blocks]
+    return stable_hash({"model": adapter.provenance(), "conditions": h.hexdigest(), "clips": clips, **settings})
+
+
+def discard_partial(partial: str | Path) -> None:
+    """Delete a job's committed blocks once its tables are written."""
+    shutil.rmtree(partial, ignore_errors=True)
+
+
 def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
              conditions: list[Condition] | Mapping[str, list[Condition]], *, batch_size: int = 16,
              max_rows: int = 256, mode: str = "score", max_new_tokens: int = 8, overlap: bool = True,
-             batch_tokens: int | str | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
+             batch_tokens: int | str | None = None, block_size: int | None = None, shard: tuple[int, int] = (0, 1),
+             partial: str | Path | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Score every utterance of `manifest` under every condition (plus the unmodified model) — a tidy table,
     with each utterance's speaker where the manifest has one (the metrics resample speakers) and the label
     scoring (`scoring`: full_label | first_token) as a column that the metrics carry.
@@ -328,6 +388,13 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     on the host while the model runs the current one. `batch_tokens`: size decoder forwards by tokens (rows ×
     prompt length, at most `max_rows` rows) — a number, or "auto" for what fits in the GPU's free memory by the
     per-token model (`esn.batching.token_budget`; on a CPU, forwards stay counted in rows).
+
+    Shards and resumption: the clips, in store order, are cut into blocks of `block_size` (default: one block),
+    and `shard` (k, n) runs blocks k, k+n, k+2n, … only (`esn.grid.shard_blocks`); the tables of a study's n
+    shards, concatenated and sorted (`esn.tables.merge_interventions`), are the unsharded run's table. With
+    `partial` (a folder), each finished block's rows are committed there (`commit_block`) and a run given the
+    same folder skips the committed blocks — refusing a folder written for another model, conditions, clips
+    or settings; delete it (`discard_partial`) once the tables are written.
     """
     if mode not in ANSWER_MODES:
         raise ValueError(f"unknown answer mode {mode!r}; choose one of {ANSWER_MODES}")
@@ -335,6 +402,8 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     flat = [Condition("none")] + [c for cs in groups.values() for c in cs if c.mode != "none"]
     owner = [None] + [key for key, cs in groups.items() for c in cs if c.mode != "none"]
     utterances = store_order(manifest)
+    block_size = block_size or max(len(utterances), 1)
+    blocks = shard_blocks(len(utterances), block_size, *shard)
     frames: dict[str, list[pd.DataFrame]] = {key: [] for key in groups}
     clips = Fit(batch_size, "clips per batch")     # shrinks when the audio tower or the unmodified pass overflows
     # rows per decoder forward (or tokens: rows × prompt length, by `batch_tokens`); shrinks when a forward overflows
@@ -351,7 +420,28 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     rows_fit = Fit(max_rows, "rows per forward") if budget is None else Fit(budget, "tokens per forward", tokens=True,
                                                                              max_items=max_rows)
     index = DeviceIndex(adapter.device)
-    bar = tqdm(total=len(utterances), desc="intervene", unit="utt")
+    done: dict[int, list[pd.DataFrame]] = {}
+    if partial is not None:
+        partial = Path(partial)
+        meta = {"fingerprint": _fingerprint(adapter, groups, utterances, blocks, mode=mode,
+                                            max_new_tokens=max_new_tokens, keys=list(groups), block_size=block_size,
+                                            shard=list(shard)),
+                "shard": f"{shard[0]}-of-{shard[1]}", "block_size": block_size,
+                "blocks": [[b.start, b.stop] for b in blocks], "clips": int(sum(len(b) for b in blocks))}
+        if (partial / "meta.json").exists():
+            found = json.loads((partial / "meta.json").read_text())
+            if found.get("fingerprint") != meta["fingerprint"]:
+                raise ProvenanceError(f"partial intervention rows {partial} were written for another model, other "
+                                      "conditions, clips or settings; delete it to start over")
+            done = {k: parts for k, b in enumerate(blocks)
+                    if (parts := _committed(partial, b.start // block_size, len(groups))) is not None}
+        else:
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    log.info("shard %d of %d: %d of the %d clips in %d block(s) of %d%s", shard[0], shard[1],
+             sum(len(b) for b in blocks), len(utterances), len(blocks), block_size,
+             f"; resumed from {partial}: {len(done)} block(s) already committed, skipped" if done else "")
+    bar = tqdm(total=sum(len(b) for k, b in enumerate(blocks) if k not in done), desc="intervene", unit="utt")
 
     def prepare(piece: range) -> Batch:  # host work: audio loading, features, tokens
         return adapter.build_batch([load_16k_mono(p) for p in utterances["path"].iloc[piece.start:piece.stop]])
@@ -360,11 +450,7 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     # the tokenizer, which must not be used from two threads at once)
     prefetch = Prefetcher(prepare) if overlap and mode == "score" else None
 
-    def run(piece: range) -> None:
-        chunk = utterances.iloc[piece.start:piece.stop]
-        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
-        probs, texts = answer_batch(adapter, batch, flat, mode=mode, max_new_tokens=max_new_tokens, rows_fit=rows_fit,
-                                    index=index)
+    def rows(chunk: pd.DataFrame, probs: np.ndarray, texts: np.ndarray | None) -> None:
         speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
         for k, (c, key, p) in enumerate(zip(flat, owner, probs)):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
@@ -378,10 +464,27 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
                 frame["predicted_generated"] = [parse_answer(t, adapter.labels) for t in texts[k]]
             for g in (groups if key is None else [key]):
                 frames[g].append(frame)
+
+    def run(piece: range) -> None:
+        chunk = utterances.iloc[piece.start:piece.stop]
+        batch = prefetch.get(piece) if prefetch is not None else prepare(piece)
+        probs, texts = answer_batch(adapter, batch, flat, mode=mode, max_new_tokens=max_new_tokens, rows_fit=rows_fit,
+                                    index=index)
+        rows(chunk, probs, texts)
         bar.update(len(chunk))
 
     try:
-        in_pieces(run, range(len(utterances)), clips, ahead=None if prefetch is None else prefetch.ahead)
+        for k, block in enumerate(blocks):
+            if k in done:
+                continue
+            in_pieces(run, block, clips, ahead=None if prefetch is None else prefetch.ahead)
+            later = [b for j, b in enumerate(blocks) if j > k and j not in done]
+            if prefetch is not None and later:  # the next block's first batch, while this one is committed
+                prefetch.ahead(later[0][:clips.size])
+            if partial is not None:
+                commit_block(partial, block.start // block_size, [pd.concat(frames[key], ignore_index=True)
+                                                                  for key in groups])
+                frames = {key: [] for key in groups}
     finally:
         bar.close()
         if prefetch is not None:
@@ -391,15 +494,23 @@ def evaluate(adapter: AudioLMAdapter, manifest: pd.DataFrame,
     for fit in (clips, rows_fit):
         if fit.size < fit.asked:
             log.warning("%d %s fit in GPU memory (asked %d)", fit.size, fit.what, fit.asked)
+    if partial is not None:  # every block's rows from the partial, in block order
+        frames = {key: [] for key in groups}
+        for k, block in enumerate(blocks):
+            for key, part in zip(groups, done.get(k) or _committed(partial, block.start // block_size, len(groups))):
+                frames[key].append(part)
+    if not blocks:  # a shard without clips: empty tables with every column
+        rows(utterances.iloc[:0], np.zeros((len(flat), 0, len(adapter.labels)), dtype=np.float32),
+             None if mode == "score" else np.zeros((len(flat), 0), dtype=object))
     tables = {}
     for key, parts in frames.items():
         table = pd.concat(parts, ignore_index=True)
         if any(c.mode == "inject" for c in groups[key]):
             table = pd.concat([table, label_free_rows(table)], ignore_index=True)
-        table = table.sort_values(["mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw",
-                                   "utterance_id"], kind="stable").reset_index(drop=True)
+        table = sort_interventions(table)
         table.attrs["batch_size_that_fit"] = clips.size
         table.attrs["tokens_per_forward_that_fit" if rows_fit.tokens else "rows_per_forward_that_fit"] = rows_fit.size
+        table.attrs.update(shard=f"{shard[0]}-of-{shard[1]}", blocks=len(blocks), blocks_skipped=len(done))
         tables[key] = table
     if mode == "generate":
         unmodified = next(iter(tables.values()))

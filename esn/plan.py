@@ -213,6 +213,29 @@ class Plan:
         n = self.config["capture"]["shards"]
         return [f"results/activations/{model}/{corpus}.shards/{k}-of-{n}.zarr" for k in range(n)]
 
+    def study_shards(self, model: str, id_corpus: str, eval_corpus: str) -> int:
+        """Independent jobs of a study's intervention: `studies[i].shards`, else `intervention.shards`."""
+        study = next(s for s in self.studies if (s["model"], s["identify"], s["evaluate"]) == (model, id_corpus,
+                                                                                               eval_corpus))
+        return study.get("shards") or self.config["intervention"]["shards"]
+
+    def knockout_shards(self) -> int:
+        return self.config["intervention"]["shards"]
+
+    def intervention_shards(self, model: str, id_corpus: str, eval_corpus: str) -> list[str]:
+        """The shard tables of a study, selector-major (each selector's n shards in shard order)."""
+        n = self.study_shards(model, id_corpus, eval_corpus)
+        return [f"results/interventions/{model}/{id_corpus}/{eval_corpus}.shards/{k}-of-{n}/{sel}.parquet"
+                for sel in self.selectors for k in range(n)]
+
+    def knockout_shard_tables(self, model: str, eval_corpus: str) -> list[str]:
+        n = self.knockout_shards()
+        return [f"results/interventions/{model}/knockout/{eval_corpus}.shards/{k}-of-{n}.parquet" for k in range(n)]
+
+    def intervention_settings(self) -> dict[str, Any]:
+        """`intervention` as the jobs' params: without the shard count, which changes the jobs, not their rows."""
+        return canonical({k: v for k, v in self.config["intervention"].items() if k != "shards"})
+
     def selections(self, model: str, id_corpus: str) -> list[str]:
         return [f"results/neurons/{model}/{id_corpus}/{s}.zarr" for s in self.selectors]
 

@@ -18,6 +18,9 @@ import pandas as pd
 
 #: What identifies a condition, in the order of the metrics tables' key columns.
 CONDITION_KEYS: tuple[str, ...] = ("mode", "variant", "control", "target", "fraction", "alpha", "layer", "draw")
+#: The row order of an intervention table: by condition, then utterance — unique per row, so a sharded study's
+#: tables, concatenated and sorted, are the unsharded run's table (`merge_interventions`).
+INTERVENTION_ORDER: tuple[str, ...] = (*CONDITION_KEYS, "utterance_id")
 #: The keys that pair a selected set's condition with its layer-matched random draws (same everything else).
 TWIN_KEYS: tuple[str, ...] = tuple(k for k in CONDITION_KEYS if k not in ("control", "layer", "draw"))
 #: The keys of a label-free injection row (its strategy is the condition's target).
@@ -144,3 +147,14 @@ def selection_variant(table: pd.DataFrame) -> pd.Series:
         return pd.Series(ALL, index=table.index, dtype=object)
     variant = table["variant"]
     return variant.where(variant.notna() & (variant != ""), ALL)
+
+
+def sort_interventions(table: pd.DataFrame) -> pd.DataFrame:
+    """An intervention table in its row order (`INTERVENTION_ORDER`)."""
+    return table.sort_values(list(INTERVENTION_ORDER), kind="stable").reset_index(drop=True)
+
+
+def merge_interventions(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The shards of one study's intervention table (each written by `write_table`) as the one table an unsharded
+    run writes: same rows, order and types."""
+    return sort_interventions(pd.concat([read_table(p, "interventions") for p in paths], ignore_index=True))

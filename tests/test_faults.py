@@ -33,6 +33,8 @@ pytestmark = pytest.mark.slow
 
 CONFIG = "tests/configs/reduced.yaml"
 TABLE = "results/interventions/organism/synthetic/mad/synthetic.parquet"
+#: the intervention job's own output (one shard; merged into TABLE by merge_interventions)
+SHARD_TABLE = "results/interventions/organism/synthetic/synthetic.shards/0-of-1/mad.parquet"
 TARGETS = [TABLE, "results/interventions/organism/synthetic/attribution/synthetic.parquet",
            "results/tables/knockout/organism/synthetic.csv"]
 
@@ -131,12 +133,13 @@ def test_sigkilled_intervention_job_reruns_to_the_same_table(one_run, attempt):
     work = one_run
     reference = pd.read_parquet(work / TABLE)
     os.remove(work / TABLE)
-    log, marker = work / "logs/intervene/organism/synthetic/synthetic.log", _incomplete_marker(work, TABLE)
+    log = work / "logs/intervene/organism/synthetic/synthetic/0-of-1.log"
+    marker = _incomplete_marker(work, SHARD_TABLE)
     log.unlink(missing_ok=True)
     proc = _start(work, TABLE)
     _freeze_when(proc, lambda: marker.exists() and log.exists() and "conditions x" in log.read_text(),
                  "intervention job scoring")
-    inside = marker.exists() and not (work / TABLE).exists()
+    inside = marker.exists() and not (work / TABLE).exists() and not (work / SHARD_TABLE).exists()
     _kill(proc)
     assert inside, "the kill did not land inside the intervention job"
     out = _recover(work, TABLE)

@@ -129,7 +129,9 @@ def test_paper_config_plans_the_whole_study(tmp_path):
     identified = {(s["model"], s["identify"]) for s in cfg["studies"]}  # only identification corpora are captured
     assert counts["capture"] == len(identified) * cfg["capture"]["shards"]
     assert counts["merge_shards"] == counts["select"] // len(cfg["selection"]["selectors"]) == len(identified)
-    assert counts["intervene"] == len(cfg["studies"])  # one job per study: every selector shares its forwards
+    # one job per shard of a study (every selector shares its forwards), merged into one table per selector
+    assert counts["intervene"] == sum(s.get("shards") or cfg["intervention"].get("shards", 1) for s in cfg["studies"])
+    assert counts["intervene"] > len(cfg["studies"]) and counts["merge_interventions"] == len(cfg["studies"])
     assert counts["prepare_corpus"] == len(cfg["corpora"]) and "train_organism" not in counts
     assert counts["browser"] == len(identified)  # one site per (model, identification corpus)
 

@@ -59,6 +59,14 @@ def shard_stores(wildcards):
     return PLAN.shard_stores(wildcards.model, wildcards.corpus)
 
 
+def intervention_shards(wildcards):
+    return PLAN.intervention_shards(wildcards.model, wildcards.id_corpus, wildcards.eval_corpus)
+
+
+def knockout_shards(wildcards):
+    return PLAN.knockout_shard_tables(wildcards.model, wildcards.eval_corpus)
+
+
 def selections(wildcards):
     return PLAN.selections(wildcards.model, wildcards.get("id_corpus") or wildcards.corpus)
 

@@ -1,53 +1,87 @@
 rule intervene:
-    """Deactivation, gain and label-free injection with each emotion's set (and its random control) on the
-    evaluation split, for every selector in one job: the model is loaded once and every selector's conditions
-    share each clip's audio embedding and unmodified pass. A study without sweeps (`studies[i].sweeps`; by
-    default a transfer study, identify != evaluate) runs main-size deactivation and one random draw."""
+    """Deactivation, gain and label-free injection with each emotion's set (and its random control) on shard
+    {shard} of {n} of the evaluation split, for every selector in one job: the model is loaded once and every
+    selector's conditions share each clip's audio embedding and unmodified pass. A study without sweeps
+    (`studies[i].sweeps`; by default a transfer study, identify != evaluate) runs main-size deactivation and one
+    random draw. Rows are committed per block of clips in {params.partial}: a killed job resumes there."""
     input:
         lib=library("intervene.py"),
         selections=expand("results/neurons/{{model}}/{{id_corpus}}/{selector}.zarr", selector=SELECTORS),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
-        expand("results/interventions/{{model}}/{{id_corpus}}/{selector}/{{eval_corpus}}.parquet", selector=SELECTORS),
+        temp(expand("results/interventions/{{model}}/{{id_corpus}}/{{eval_corpus}}.shards/{{shard}}-of-{{n}}/"
+                    "{selector}.parquet", selector=SELECTORS)),
     params:
         model=model_entry,
-        intervention=canonical(PLAN.config["intervention"]),
+        intervention=PLAN.intervention_settings(),
         sweeps=study_sweeps,
         selectors=SELECTORS,
         device=PLAN.config["device"],
+        partial="results/interventions/{model}/{id_corpus}/{eval_corpus}.shards/{shard}-of-{n}.partial",
     threads: model_threads
     resources:
         gpu=model_gpu,
     log:
-        "logs/intervene/{model}/{id_corpus}/{eval_corpus}.log",
+        "logs/intervene/{model}/{id_corpus}/{eval_corpus}/{shard}-of-{n}.log",
     conda:
         model_env
     script:
         "../scripts/intervene.py"
 
 
+rule merge_interventions:
+    """A study's shard tables as the one table per selector an unsharded job writes (same rows, order, types)."""
+    input:
+        lib=library("merge_interventions.py"),
+        shards=intervention_shards,
+    output:
+        expand("results/interventions/{{model}}/{{id_corpus}}/{selector}/{{eval_corpus}}.parquet", selector=SELECTORS),
+    log:
+        "logs/merge_interventions/{model}/{id_corpus}/{eval_corpus}.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/merge_interventions.py"
+
+
 rule knockout:
-    """Each decoder layer's whole MLP zeroed: which layers carry the decision at all."""
+    """Each decoder layer's whole MLP zeroed, on shard {shard} of {n} of the evaluation split: which layers carry
+    the decision at all."""
     input:
         lib=library("intervene.py"),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
     output:
-        "results/interventions/{model}/knockout/{eval_corpus}.parquet",
+        temp("results/interventions/{model}/knockout/{eval_corpus}.shards/{shard}-of-{n}.parquet"),
     params:
         model=model_entry,
-        intervention=canonical(PLAN.config["intervention"]),
+        intervention=PLAN.intervention_settings(),
         device=PLAN.config["device"],
+        partial="results/interventions/{model}/knockout/{eval_corpus}.shards/{shard}-of-{n}.partial",
     threads: model_threads
     resources:
         gpu=model_gpu,
     log:
-        "logs/knockout/{model}/{eval_corpus}.log",
+        "logs/knockout/{model}/{eval_corpus}/{shard}-of-{n}.log",
     conda:
         model_env
     script:
         "../scripts/intervene.py"
+
+
+rule merge_knockout:
+    input:
+        lib=library("merge_interventions.py"),
+        shards=knockout_shards,
+    output:
+        "results/interventions/{model}/knockout/{eval_corpus}.parquet",
+    log:
+        "logs/merge_knockout/{model}/{eval_corpus}.log",
+    conda:
+        "../envs/esn.yaml"
+    script:
+        "../scripts/merge_interventions.py"
 
 
 rule metrics:

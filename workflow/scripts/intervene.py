@@ -2,7 +2,7 @@ from pathlib import Path
 
 import torch
 
-from esn.interventions import evaluate, knockout_conditions, selection_conditions
+from esn.interventions import discard_partial, evaluate, knockout_conditions, selection_conditions
 from esn.models import load_adapter
 from esn.prepare import load_manifest
 from esn.selectors import open_selection
@@ -25,7 +25,10 @@ else:  # one table per selector (outputs in the order of params.selectors)
                   for out, path in zip(snakemake.output, snakemake.input.selections)}
 log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
          ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))
+shard = (int(snakemake.wildcards.shard), int(snakemake.wildcards.n))  # blocks k, k+n, ... (esn.grid.shard_blocks)
 tables = evaluate(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"],
-                  mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"], batch_tokens=spec.get("batch_tokens"))
+                  mode=cfg["mode"], max_new_tokens=cfg["max_new_tokens"], batch_tokens=spec.get("batch_tokens"),
+                  block_size=cfg["block_size"], shard=shard, partial=snakemake.params.partial)
 for out, table in tables.items():
     write_table(table, out, "interventions")
+discard_partial(snakemake.params.partial)
