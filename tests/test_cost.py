@@ -29,8 +29,13 @@ def built(plan, study, selection) -> int:
 @pytest.mark.filterwarnings("ignore:no identification utterances")  # correct-only, for an untrained model
 def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter, tiny_manifest, tmp_path):
     """The default config's studies (swept and not) against a selection made by `select_variants` from a real
-    capture store, with the default's variants and random draws."""
-    plan = resolve(validated(), ROOT)
+    capture store, with the default's variants and random draws. Planned from a bare copy of the repository's cost
+    files, so a corpus prepared in the working tree cannot change what is counted."""
+    bare = tmp_path / "repo"
+    bare.mkdir()
+    for part in ("benchmarks", "profiles"):
+        (bare / part).symlink_to(ROOT / part)
+    plan = resolve(validated(), bare)
     capture(tiny_adapter, tiny_manifest, tmp_path / "s.zarr", groups=["audio"], batch_size=8)
     selection = select_variants(tmp_path / "s.zarr", "mad", plan.variants(), position="audio",
                                 random_draws=plan.config["intervention"]["random_draws"])
