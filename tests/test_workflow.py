@@ -58,9 +58,27 @@ def test_malformed_config_fails_before_any_job_naming_the_key(tmp_path, mutate, 
 def test_default_config_plans(tmp_path):
     proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
                      "--configfile", str(ROOT / "config" / "config.yaml"), check=True)
-    for rule in ("prepare_corpus", "train_organism", "capture", "merge_shards", "select", "intervene", "knockout",
+    for rule in ("prepare_corpus", "assemble_organism", "capture", "merge_shards", "select", "intervene", "knockout",
                  "metrics", "browser"):
         assert rule in proc.stdout
+    assert "train_organism" not in proc.stdout  # the default organism ships (resources/organism)
+
+
+def test_the_default_organism_trains_when_asked(tmp_path):
+    """`make organism`'s override: with organism.shipped empty the rule trains the organism instead of assembling."""
+    proc = snakemake("-n", "resources/models/organism/metrics.json", "--directory", str(tmp_path), "-s",
+                     str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config" / "config.yaml"),
+                     "--config", "organism={shipped: ''}", check=True)
+    counts = _job_counts(proc.stdout)
+    assert counts["train_organism"] == 1 and "assemble_organism" not in counts
+
+
+def test_a_missing_shipped_organism_fails_the_plan_instead_of_training(tmp_path):
+    cfg = default_config()
+    cfg["organism"]["shipped"] = "resources/nowhere"
+    proc = snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)), "--directory", str(tmp_path),
+                     "-s", str(ROOT / "Snakefile"))
+    assert proc.returncode != 0 and "resources/nowhere/SHIPPED.json" in proc.stdout + proc.stderr
 
 
 def test_a_given_config_is_the_whole_config(tmp_path):

@@ -1,5 +1,8 @@
 # The model organism: assembled from the shipped checkpoint (config organism.shipped, the default), or trained here.
-SHIPPED = PLAN.config["organism"]["shipped"]
+from pathlib import Path
+
+# A relative `shipped` path is the repository's (it ships with the workflow, like config/), whatever --directory.
+SHIPPED = str(Path(workflow.basedir) / PLAN.config["organism"]["shipped"]) if PLAN.config["organism"]["shipped"] else None
 
 
 def organism_recipe(organism_dir):
