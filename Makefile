@@ -25,7 +25,7 @@ run: $(STAMP)
 # Train the default organism with its own rule (organism.shipped set aside) and ship it to resources/organism:
 # the trained weights, config, tokenizer and training record with their sha256 hashes (commit them).
 organism: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --forcerun train_organism resources/models/organism/metrics.json \
+	$(BIN)/snakemake resources/models/organism/metrics.json --cores $(CORES) --forcerun train_organism \
 		--config "organism={shipped: ''}"
 	$(BIN)/python -m esn.shipped resources/models/organism resources/organism
 
