@@ -100,9 +100,20 @@ def verify(shipped_dir: str | Path) -> dict[str, Any]:
     return record
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys as dotted names (`corpora.synthetic.options.intensity`), so a refusal names the leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_recipe(record: dict[str, Any], recipe: dict[str, Any]) -> None:
     """Refuse a config whose organism recipe is not the one the shipped organism was trained with."""
-    shipped = record["recipe"]
+    shipped, recipe = _flatten(record["recipe"]), _flatten(recipe)
     differ = sorted(k for k in set(shipped) | set(recipe) if shipped.get(k) != recipe.get(k))
     if differ:
         raise ShippedOrganismError(
