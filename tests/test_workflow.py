@@ -179,7 +179,7 @@ def _draw_extra_view(job: FigureJob) -> None:
 def test_a_new_figure_is_one_module_and_one_caption(tmp_path):
     """The README's recipe: a module of esn/figures/ that declares the kind, and its caption; the rule, its
     targets and its invalidation follow."""
-    for name in ("Snakefile", "workflow", "config", "esn"):
+    for name in ("Snakefile", "workflow", "config", "esn", "resources/organism"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
     (tmp_path / "esn/figures/extra_view.py").write_text(NEW_FIGURE)
     (tmp_path / "workflow/report/extra_view.rst").write_text("An extra view of {{ snakemake.wildcards.model }}.\n")

@@ -1,21 +1,4 @@
 # The model organism: assembled from the shipped checkpoint (config organism.shipped, the default), or trained here.
-from pathlib import Path
-
-# A relative `shipped` path is the repository's (it ships with the workflow, like config/), whatever --directory.
-SHIPPED = str(Path(workflow.basedir) / PLAN.config["organism"]["shipped"]) if PLAN.config["organism"]["shipped"] else None
-
-
-def organism_recipe(organism_dir):
-    from esn.shipped import recipe
-
-    model = next(m for m in PLAN.models.values() if m["organism"] and m["path"] == organism_dir)
-    return recipe(PLAN.config, PLAN.organism_seed(organism_dir), model["prompt"])
-
-
-# Only the config's own organism is shipped; a population's organisms (other seeds) train their own.
-ASSEMBLED = [m["path"] for m in PLAN.models.values() if m["organism"] and m["organism_seed"] is None] if SHIPPED else []
-TRAINED = [m["path"] for m in PLAN.models.values() if m["organism"] and m["path"] not in ASSEMBLED]
-
 if SHIPPED:
 
     rule assemble_organism:
@@ -31,7 +14,6 @@ if SHIPPED:
         wildcard_constraints:
             organism_dir="|".join(re.escape(p) for p in ASSEMBLED) or "$^",
         params:
-            shipped=SHIPPED,
             recipe=lambda wc: organism_recipe(wc.organism_dir),
         resources:
             gpu=0,
