@@ -201,7 +201,8 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
         n, total = cap["shards"], sizes[corpus].total
         per_clip = rates["capture_clip_s"] * (costs["attribution_factor"] if cap["attribution"] else 1.0)
         itemsize = {"float16": 2, "float32": 4}[cap["dtype"]]
-        per_utt = layers * neurons * (2 * len(cap["positions"]) * itemsize + (4 if cap["attribution"] else 0))
+        raw = layers * neurons * (2 * len(cap["positions"]) * itemsize + (4 if cap["attribution"] else 0))
+        per_utt = raw * costs["store_on_disk"][cap["dtype"]]  # mean + fraction per group, float32 attribution
         job("capture", model, corpus, "", n, lambda k, t=total: math.ceil(t / k), 1, per_clip, "capture.shards: {n}",
             store_gb=sizes[corpus].total * per_utt / 1e9)
     for i, study in enumerate(plan.studies):
@@ -243,7 +244,7 @@ def report(sizes: list[CorpusSize], jobs: list[Job], device: str, costs: dict[st
     out += ["", f"jobs: {sum(j.shards for j in jobs)} model jobs; intervention and knockout rows (upper bound: "
             f"largest shard x shards): {rows:,}",
             f"total: {gpu:,.1f} GPU-hours ({device}), {cpu:,.1f} CPU-hours; activation stores "
-            f"{sum(j.store_gb for j in jobs):,.1f} GB (uncompressed bytes; Blosc gains ~5 % on dense activations), "
+            f"{sum(j.store_gb for j in jobs):,.1f} GB on disk (Blosc zstd-3, measured ratio), "
             f"intervention tables ~{rows * costs['table_bytes_per_row'] / 1e9:,.1f} GB"]
     warnings = [j for j in jobs if j.fix]
     for j in warnings:
