@@ -113,3 +113,11 @@ def test_another_encoder_or_recipe_is_refused(tmp_path):
     with pytest.raises(ShippedOrganismError, match=r"organism\.steps: config \d+, shipped \d+\.") as refused:
         assemble(SHIPPED, tmp_path / "b", recipe=changed)
     assert "intensity" not in str(refused.value)  # only what differs is named
+
+
+def test_a_corpus_split_other_than_the_one_it_learnt_from_is_refused(tmp_path):
+    """`split` came to the schema after the organism shipped: its old value is implicit, any other is refused."""
+    changed = default_recipe()
+    changed["corpora"]["synthetic"]["split"] = "official"
+    with pytest.raises(ShippedOrganismError, match=r"corpora\.synthetic\.split: config 'official', shipped None"):
+        assemble(SHIPPED, tmp_path / "a", recipe=changed)
