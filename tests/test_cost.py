@@ -10,6 +10,7 @@ from test_workflow import ROOT
 
 from esn.capture import capture
 from esn.cost import corpus_size, cost_plan, load_config, runtime_limits, study_conditions
+from esn.grid import shard_blocks
 from esn.interventions import selection_conditions
 from esn.plan import resolve
 from esn.selectors import select_variants
@@ -46,7 +47,10 @@ def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter
     assert {(s.corpus, s.identification, s.evaluation, s.source) for s in sizes} == {
         ("synthetic", 480, 160, "generated"), ("telephone", 480, 160, "generated")}
     intervene = [j for j in jobs if j.rule == "intervene"]
-    assert [j.conditions for j in intervene] == counted and all(j.rows == 160 * j.conditions for j in intervene)
+    assert [j.conditions for j in intervene] == counted and all(j.rows == j.clips * j.conditions for j in intervene)
+    block = plan.config["intervention"]["block_size"]
+    assert [j.clips for j in intervene] == [max(sum(map(len, shard_blocks(160, block, k, j.shards)))
+                                                for k in range(j.shards)) for j in intervene]
     assert all(not j.fix for j in jobs)  # the default fits its limits everywhere
 
 
