@@ -22,7 +22,7 @@ then rows (condition, clip) with a per-row additive vector at the layer's output
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -81,10 +81,11 @@ def shifted(layers: list[nn.Module], shifts: Mapping[int, torch.Tensor]) -> Iter
 
 @torch.no_grad()
 def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers: list[int],
-                        sets: Mapping[str, np.ndarray], *, batch_size: int = 16) -> tuple[pd.DataFrame, np.ndarray,
-                                                                                            dict[str, np.ndarray]]:
+                        sets: Mapping[Hashable, np.ndarray], *, batch_size: int = 16
+                        ) -> tuple[pd.DataFrame, np.ndarray, dict[Hashable, np.ndarray]]:
     """One capture pass over `manifest`: per clip and layer of `layers`, the residual (layer output) averaged over
-    real positions [U, len(layers), H]; and per emotion of `sets` (bool [n_layers, N]: its neuron set), the mean
+    real positions [U, len(layers), H]; and per neuron set of `sets` (bool [n_layers, N], keyed e.g. by emotion or
+    by (selector, emotion)), the mean
     per-position norm of the change gain α = 1 on the set makes on each layer's MLP output [len(layers)]
     (averaged over positions of a clip, then over clips). Returns the clips (store order), means, norms."""
     if adapter.in_audio_tower:

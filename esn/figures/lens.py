@@ -34,9 +34,14 @@ def plot_lens(recall: pd.DataFrame, resolved: pd.DataFrame | None, out: Sequence
     classes = _emotion_order(c for c in base["class"].unique() if c != "UAR")
     deact = recall[recall["mode"] == "deactivate"]
     sels = _selectors(deact, selectors) if len(deact) else []
-    fig, axes = plt.subplots(1, 1 + len(sels), figsize=(3.4 * (1 + len(sels)) + 0.6, 3.6), squeeze=False,
-                             sharey=True, layout="constrained")
-    axes = axes[0]
+    panels = 1 + len(sels)
+    cols = min(3, panels)
+    rows = -(-panels // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.6, 0.8 + 2.9 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax in grid.flat[panels:]:
+        ax.set_visible(False)
+    axes = list(grid.flat[:panels])
     ax = axes[0]
     for c in classes:
         part = base[base["class"] == c]

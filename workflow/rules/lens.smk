@@ -51,11 +51,11 @@ rule lens_tables:
 rule steer:
     """Steering vectors beside neuron gain (esn/steering.py): one capture pass over the identification clips for the
     mean-difference directions at one decoder layer and the norm neuron gain changes the layer's MLP output by
-    (the reference selector's sets at the main size), then the gain grid's α with each vector and with a random
+    (every selector's sets at the main size; the reference selector's fixes the vectors' norm), then the gain grid's α with each vector and with a random
     direction of the same norm. The table is an intervention table: rule `metrics` summarises it as it is."""
     input:
         lib=library("steer.py"),
-        selection=lambda wc: f"results/neurons/{wc.model}/{wc.id_corpus}/{steering_selector()}.zarr",
+        selections=selections,
         id_manifest=lambda wc: manifest(wc.id_corpus),
         manifest=lambda wc: manifest(wc.eval_corpus),
         model=model_files,
@@ -67,6 +67,7 @@ rule steer:
         intervention=canonical(PLAN.config["intervention"]),
         steering=canonical(PLAN.config["steering"]),
         selector=lambda wc: steering_selector(),
+        selectors=SELECTORS,
         device=PLAN.config["device"],
     threads: model_threads
     resources:
