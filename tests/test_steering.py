@@ -106,3 +106,19 @@ def test_batched_rows_equal_one_condition_at_a_time(tiny_adapter, tiny_manifest)
             np.testing.assert_allclose(batched[k], alone, atol=1e-6)
         plain = tiny_adapter.label_probabilities(embedded).numpy()
     assert not np.allclose(batched[0], plain, atol=1e-4)
+
+
+def test_figure_from_real_tables(tiny_adapter, tiny_manifest, tmp_path):
+    from esn.figures import plot_steering
+    manifest, sets = tiny_manifest.iloc[:8], small_sets(tiny_adapter)
+    utts, means, norms = residual_statistics(tiny_adapter, manifest, [0], sets)
+    steers = steering_conditions(mean_difference(means, utts["emotion"].to_numpy(), LABELS), norms, LABELS, [0],
+                                 [2.0, 8.0], 0.1)
+    out = summarize(steer_table(tiny_adapter, manifest, steers, batch_size=8), LABELS, n_boot=20, seed=0)
+    # the gain side: the same tables relabelled (a plotting check; the numbers are the steering's)
+    gain = {k: out[k].assign(mode=out[k]["mode"].replace("steer", "gain"), selector="mad")
+            for k in ("conditions", "summary")}
+    paths = [tmp_path / "steering.pdf", tmp_path / "steering.png"]
+    plot_steering(gain["conditions"], gain["summary"], out["conditions"], out["summary"], paths, fraction=0.1,
+                  selectors=["mad"], title="tiny")
+    assert all(p.stat().st_size > 1000 for p in paths)
