@@ -361,7 +361,7 @@ def test_which_figures_a_study_gets_follows_the_config():
 
     config = {"intervention": {"alphas": [2.0], "injection": True},
               "selection": {"id_sizes": [10], "compare_correct_only": True}}
-    assert study_kinds(config, False) == ["delta_recall", "specificity", "layers", "overlap", "lens"]
+    assert study_kinds(config, False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert study_kinds(config, True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
                                          "id_size", "injection", "correct_only", "lens", "steering"]
     off = {**config, "lens": {"enabled": False}, "steering": {"enabled": False}}

@@ -32,20 +32,20 @@ def test_the_default_plan():
     assert plan.main_studies() == [("organism", "synthetic", "synthetic", True),
                                    ("organism", "telephone", "telephone", False),
                                    ("organism_encoder", "synthetic", "synthetic", False)]
-    assert plan.figure_kinds(False) == ["delta_recall", "specificity", "layers", "overlap", "lens"]
+    assert plan.figure_kinds(False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert plan.figure_kinds(True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
                                        "id_size", "injection", "correct_only", "lens", "steering"]
     targets = plan.targets()
     assert len(targets) == len(set(targets))
     assert len([t for t in targets if t.startswith("results/figures/organism/synthetic/synthetic/")]) == 22
-    assert len([t for t in targets if t.startswith("results/figures/organism/telephone/telephone/")]) == 10
+    assert len([t for t in targets if t.startswith("results/figures/organism/telephone/telephone/")]) == 8
     assert "results/browser/organism/telephone" in targets and "resources/models/organism/metrics.json" in targets
     assert len(plan.metric_tables()) == len(plan.studies) * len(plan.selectors) == 25
     # the encoder's neurons: a second entry on the same organism, trained once, studied at its own site
     assert plan.models["organism_encoder"]["site"] == "audio_mlp" and plan.models["organism"]["site"] == "act_fn"
     assert plan.organism_models() == ["organism"]
     assert [t for t in targets if t.endswith("metrics.json")] == ["resources/models/organism/metrics.json"]
-    assert len([t for t in targets if t.startswith("results/figures/organism_encoder/synthetic/synthetic/")]) == 10
+    assert len([t for t in targets if t.startswith("results/figures/organism_encoder/synthetic/synthetic/")]) == 8
     assert "results/tables/knockout/organism_encoder/synthetic.csv" in targets
 
 

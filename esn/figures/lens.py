@@ -88,7 +88,7 @@ def plot_lens(recall: pd.DataFrame, resolved: pd.DataFrame | None, out: Sequence
 
 @register("lens", "12 logit lens", "Logit lens: per-layer recall through the final norm and lm_head, unmodified and "
           "under each selector's main-size deactivation; where the decision resolves.",
-          {"recall": "lens:recall", "resolution": "lens:resolution"},
+          {"recall": "lens:recall", "resolution": "lens:resolution"}, sweeps=True,
           applies=lambda config: bool(config.get("lens", {}).get("enabled", True)))
 def _draw_lens(job: FigureJob) -> None:
     plot_lens(read_lens(job.input.recall), read_lens(job.input.resolution), job.out, selectors=job.params.selectors,

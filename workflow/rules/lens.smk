@@ -1,6 +1,6 @@
 # Logit lens (esn/lens.py): per decoder layer, the label probabilities read from the residual stream at the answer
 # position through the final norm and lm_head, for the unmodified model and under each selector's main-size
-# deactivation; then per-layer recall and the layer where the decision resolves. Main studies only.
+# deactivation; then per-layer recall and the layer where the decision resolves. Main studies that run the sweeps.
 
 
 rule lens:
