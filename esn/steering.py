@@ -89,7 +89,8 @@ def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers:
     per-position norm of the change gain α = 1 on the set makes on each layer's MLP output [len(layers)]
     (averaged over positions of a clip, then over clips). Returns the clips (store order), means, norms."""
     if adapter.in_audio_tower:
-        raise ValueError("steering vectors act on the decoder's residual stream: the neuron site must be a decoder site")
+        raise ValueError("steering vectors act on the decoder's residual stream: the neuron site must be a decoder "
+                         "site")
     utterances = store_order(manifest)
     decoder_layers, records, norms = adapter.decoder_layers(), [], {e: np.zeros(len(layers)) for e in sets}
     masks = {e: torch.as_tensor(np.asarray(m), device=adapter.device) for e, m in sets.items()}

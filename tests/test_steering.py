@@ -33,7 +33,8 @@ def by_hand(adapter, manifest, layer: int, sets):
     embedded = adapter.embed(batch)
     real = batch.attention_mask.float()
     seen = {}
-    h1 = adapter.decoder_layers()[layer].register_forward_hook(lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+    h1 = adapter.decoder_layers()[layer].register_forward_hook(
+        lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
     h2 = adapter.decoder_layers()[layer].mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("mlp", o))
     with torch.no_grad():
         adapter.decode_last(embedded)

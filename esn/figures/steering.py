@@ -77,7 +77,8 @@ def plot_steering(gain_conditions: pd.DataFrame, gain_summary: pd.DataFrame, ste
     handles = [Line2D([], [], color=selector_color(s), marker="o", label=f"neuron gain: {selector_label(s)}")
                for s in sels]
     handles += [Line2D([], [], color=STEER_COLOR, marker="o", label="steering vector (mean difference)"),
-                Line2D([], [], color=RANDOM_COLOR, marker="o", ls="--", mfc="white", label="random direction, same norm")]
+                Line2D([], [], color=RANDOM_COLOR, marker="o", ls="--", mfc="white",
+                       label="random direction, same norm")]
     _legend(fig, handles)
     layer = sorted(set(sc["layer"])) if len(sc) else []
     _suptitle(fig, title, f"Steering vector at layer {', '.join(map(str, layer))} vs neuron gain on {_pct(fraction)} "

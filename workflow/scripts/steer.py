@@ -27,7 +27,8 @@ if not 0 <= layer < adapter.n_layers:
 # selector's change norm is recorded beside it (the sizes its gain makes, to read the comparison by)
 reference = snakemake.params.selector
 if reference not in snakemake.params.selectors:
-    raise ValueError(f"steering.selector {reference!r} is not one of the study's selectors {snakemake.params.selectors}")
+    raise ValueError(f"steering.selector {reference!r} is not one of the study's selectors "
+                     f"{snakemake.params.selectors}")
 sets = {}
 for sel, path in zip(snakemake.params.selectors, snakemake.input.selections):
     mask = selected_mask(open_selection(path).sel(variant="all"), cfg["fraction"])
