@@ -49,7 +49,7 @@ def layer_outputs(layers: list[nn.Module]) -> Iterator[list[list[torch.Tensor]]]
     for i, layer in enumerate(layers):
         def hook(_m, _args, out, i=i):
             h = out[0] if isinstance(out, tuple) else out
-            record[i].append(h[:, -1] if not record[i] else h)
+            record[i].append(h[:, -1].clone() if not record[i] else h)  # a copy: the view would keep [R, T, H] alive
         handles.append(layer.register_forward_hook(hook))
     try:
         yield record
