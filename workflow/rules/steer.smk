@@ -6,8 +6,8 @@ rule steer:
     """Steering vectors beside neuron gain (esn/steering.py): one capture pass over the identification clips for the
     mean-difference directions at one decoder layer and the norm neuron gain changes the layer's MLP output by
     (every selector's sets at the main size; the reference selector's fixes the vectors' norm), then the gain
-    grid's α with each vector and with a random direction of the same norm. The table is an intervention table:
-    rule `metrics` summarises it as it is."""
+    grid's α with each vector and with a random direction of the same norm. The table is an intervention table,
+    which the metrics rule summarises as it is."""
     input:
         lib=library("steer.py"),
         selections=selections,
