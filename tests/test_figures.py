@@ -339,7 +339,7 @@ def figure_rules() -> dict[str, str]:
     """figure kind -> its caption's name, from the registry the figure rules are generated from."""
     from esn.figures import FIGURES
 
-    assert len(FIGURES) == 12, list(FIGURES)
+    assert len(FIGURES) == 14, list(FIGURES)
     return {kind: kind for kind in FIGURES}
 
 
@@ -353,7 +353,7 @@ def test_every_kind_has_a_drawing_a_caption_and_a_rule():
         assert (ROOT / "workflow/report" / f"{kind}.rst").is_file(), kind
         assert spec.scope in ("study", "model", "organism", "population") and spec.inputs, kind
         assert all(source.split(":")[0] in ("study", "neurons", "knockout", "transfer", "organism_metrics",
-                                            "population") for source in spec.inputs.values()), kind
+                                            "population", "lens", "steering") for source in spec.inputs.values()), kind
 
 
 def test_which_figures_a_study_gets_follows_the_config():
@@ -363,10 +363,12 @@ def test_which_figures_a_study_gets_follows_the_config():
               "selection": {"id_sizes": [10], "compare_correct_only": True}}
     assert study_kinds(config, False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert study_kinds(config, True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
-                                         "id_size", "injection", "correct_only"]
+                                         "id_size", "injection", "correct_only", "lens", "steering"]
+    off = {**config, "lens": {"enabled": False}, "steering": {"enabled": False}}
+    assert study_kinds(off, True)[-1] == "correct_only"
     config = {"intervention": {"alphas": [], "injection": True},
               "selection": {"id_sizes": [], "compare_correct_only": False}}
-    assert study_kinds(config, True) == ["delta_recall", "specificity", "set_size", "layers", "overlap"]
+    assert study_kinds(config, True) == ["delta_recall", "specificity", "set_size", "layers", "overlap", "lens"]
 
 
 def test_captions_render():
@@ -377,7 +379,7 @@ def test_captions_render():
 
     config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"}, "intervention": {"random_draws": 5},
               "population": {"model": "organism", "seeds": [0, 1, 2]},
-              "organism": {"corpora": ["synthetic", "other"]},
+              "organism": {"corpora": ["synthetic", "other"]}, "steering": {"selector": None},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
     params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,

@@ -34,10 +34,10 @@ def test_the_default_plan():
                                    ("organism_encoder", "synthetic", "synthetic", False)]
     assert plan.figure_kinds(False) == ["delta_recall", "specificity", "layers", "overlap"]
     assert plan.figure_kinds(True) == ["delta_recall", "specificity", "strength", "set_size", "layers", "overlap",
-                                       "id_size", "injection", "correct_only"]
+                                       "id_size", "injection", "correct_only", "lens", "steering"]
     targets = plan.targets()
     assert len(targets) == len(set(targets))
-    assert len([t for t in targets if t.startswith("results/figures/organism/synthetic/synthetic/")]) == 18
+    assert len([t for t in targets if t.startswith("results/figures/organism/synthetic/synthetic/")]) == 22
     assert len([t for t in targets if t.startswith("results/figures/organism/telephone/telephone/")]) == 8
     assert "results/browser/organism/telephone" in targets and "resources/models/organism/metrics.json" in targets
     assert len(plan.metric_tables()) == len(plan.studies) * len(plan.selectors) == 25

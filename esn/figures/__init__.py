@@ -7,7 +7,8 @@ Snakemake objects: `workflow/scripts/figure.py` translates a rule into one call.
 The package: `style` holds the shared style and the helpers several figures use; each other module draws
 one family of figures (`deactivation`: Δrecall heatmaps, specificity, set size, gain strength; `layers`;
 `overlap`; `identification`: identification size and correct-only identification; `transfer`;
-`injection`; `organism`: the model organism's confusion matrix; `population`: a population of organisms). Everything callers use is re-exported
+`injection`; `organism`: the model organism's confusion matrix; `population`: a population of organisms; `lens`: the
+logit lens; `steering`: steering vectors beside neuron gain). Everything callers use is re-exported
 here: `from esn import figures as F; F.plot_delta_recall(...)`. Each module also declares the workflow's figure
 kinds it draws (`registry`: inputs, caption, when it applies), from which the figure rules are generated.
 
@@ -34,9 +35,11 @@ from esn.figures.deactivation import plot_delta_recall, plot_set_size, plot_spec
 from esn.figures.identification import plot_correct_only, plot_id_size
 from esn.figures.injection import plot_injection
 from esn.figures.layers import plot_layers
+from esn.figures.lens import plot_lens
 from esn.figures.organism import plot_confusion
 from esn.figures.overlap import plot_overlap
 from esn.figures.population import plot_population
+from esn.figures.steering import plot_steering
 from esn.figures.transfer import plot_transfer
 
 # Every module of the package is imported, so a figure kind declared in a new module (with
@@ -62,5 +65,5 @@ __all__ = [
     "read_tables", "parse_variant", "save",
     "plot_delta_recall", "plot_specificity", "plot_strength", "plot_set_size", "plot_layers",
     "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion", "plot_injection", "plot_correct_only",
-    "plot_population", "FIGURES", "FigureJob", "FigureKind", "study_kinds",
+    "plot_population", "plot_lens", "plot_steering", "FIGURES", "FigureJob", "FigureKind", "study_kinds",
 ]

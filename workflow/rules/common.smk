@@ -110,12 +110,28 @@ def browser_tables(kind):
     return lambda wc: PLAN.browser_tables(wc.model, wc.corpus, kind)
 
 
+def lens_recall_table(name):
+    """The study's logit-lens table `name` (recall | resolution; workflow/rules/lens.smk)."""
+    return lambda wc: f"results/tables/lens/{wc.model}/{wc.id_corpus}/{wc.eval_corpus}.{name}.csv"
+
+
+def steering_selector():
+    """The selector whose sets fix the steering vectors' norm (`steering.selector`, else the first selector)."""
+    return PLAN.config["steering"]["selector"] or SELECTORS[0]
+
+
+def steering_table(name):
+    """The study's steering metrics table `name` (conditions | summary; rule `steer`, then rule `metrics`)."""
+    return lambda wc: f"results/tables/interventions/{wc.model}/{wc.id_corpus}/steering/{wc.eval_corpus}.{name}.csv"
+
+
 def figure_input(source):
     """The input of a figure's declared source (esn/figures/registry.py)."""
     what, _, name = source.partition(":")
     return {"study": lambda: study_tables(name), "neurons": lambda: study_neuron_table(name),
             "knockout": lambda: knockout_table, "transfer": lambda: transfer_tables,
-            "organism_metrics": lambda: organism_metrics,
+            "organism_metrics": lambda: organism_metrics, "lens": lambda: lens_recall_table(name),
+            "steering": lambda: steering_table(name),
             "population": lambda: f"{PLAN.population_dir}/{name}.csv"}[what]()
 
 

@@ -1,0 +1,125 @@
+"""Steering vectors (issue #25): α = 0 is the unmodified model; the direction is mean(emotion) − mean(rest) of the
+residual and its norm the change neuron gain makes on the MLP output, both recomputed by hand with plain forwards;
+batched rows equal one condition at a time; the table is one the metrics read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import LABELS
+
+from esn.audio import load_16k_mono
+from esn.batching import Fit
+from esn.capture import store_order
+from esn.hooks import scaled
+from esn.metrics import summarize
+from esn.steering import (Steer, mean_difference, residual_statistics, shifted, steer_table, steered_probabilities,
+                          steering_conditions)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def small_sets(adapter, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {e: rng.random((adapter.n_layers, adapter.n_neurons)) < 0.1 for e in LABELS}
+
+
+def by_hand(adapter, manifest, layer: int, sets):
+    """Per clip: the layer's output averaged over real positions, and per emotion the mean per-position norm of
+    (MLP output with gain α = 1 on the set) − (MLP output unmodified), from whole forwards with hooks."""
+    utts = store_order(manifest)
+    batch = adapter.build_batch([load_16k_mono(p) for p in utts["path"]])
+    embedded = adapter.embed(batch)
+    real = batch.attention_mask.float()
+    seen = {}
+    h1 = adapter.decoder_layers()[layer].register_forward_hook(
+        lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+    h2 = adapter.decoder_layers()[layer].mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("mlp", o))
+    with torch.no_grad():
+        adapter.decode_last(embedded)
+        resid, plain = seen["h"], seen["mlp"]
+        norms = {}
+        for e, mask in sets.items():
+            scales = {layer: torch.ones(batch.size, adapter.n_neurons)}
+            scales[layer][:, torch.as_tensor(np.flatnonzero(mask[layer]))] = 2.0
+            with scaled(adapter.site_modules(), scales):
+                adapter.decode_last(embedded)
+            per_pos = (seen["mlp"] - plain).norm(dim=-1)
+            norms[e] = float(((per_pos * real).sum(1) / real.sum(1)).mean())
+    h1.remove(), h2.remove()
+    means = ((resid * real[..., None]).sum(1) / real.sum(1)[:, None]).numpy()
+    return utts, means, norms
+
+
+def test_vector_is_mean_difference_scaled_to_the_gain_change(tiny_adapter, tiny_manifest):
+    manifest, sets, layer = tiny_manifest.iloc[:10], small_sets(tiny_adapter), 0
+    utts, means, norms = residual_statistics(tiny_adapter, manifest, [layer], sets, batch_size=3)
+    hand_utts, hand_means, hand_norms = by_hand(tiny_adapter, manifest, layer, sets)
+    assert list(utts["utterance_id"]) == list(hand_utts["utterance_id"])
+    np.testing.assert_allclose(means[:, 0], hand_means, atol=1e-5)
+    for e in LABELS:
+        assert norms[e][0] == pytest.approx(hand_norms[e], rel=1e-4)
+        assert hand_norms[e] > 0
+    emotions = utts["emotion"].to_numpy()
+    directions = mean_difference(means, emotions, LABELS)
+    steers = steering_conditions(directions, norms, LABELS, [layer], [1.0, 3.0], 0.1, seed=0)
+    for e in LABELS:
+        own = hand_means[emotions == e].mean(0) - hand_means[emotions != e].mean(0)   # by hand
+        for s in (x for x in steers if x.target == e and x.control == "selected"):
+            np.testing.assert_allclose(s.vector, s.alpha * hand_norms[e] * own / np.linalg.norm(own), rtol=1e-4,
+                                       atol=1e-6)
+        rnd = [x for x in steers if x.target == e and x.control == "random"]
+        assert all(np.linalg.norm(x.vector) == pytest.approx(x.alpha * norms[e][0], rel=1e-5) for x in rnd)
+        assert abs(np.dot(rnd[0].vector, own)) < 0.9 * np.linalg.norm(rnd[0].vector) * np.linalg.norm(own)
+
+
+def test_alpha_zero_is_unmodified_and_the_table_feeds_the_metrics(tiny_adapter, tiny_manifest):
+    manifest, sets = tiny_manifest.iloc[:8], small_sets(tiny_adapter)
+    utts, means, norms = residual_statistics(tiny_adapter, manifest, [0], sets)
+    steers = steering_conditions(mean_difference(means, utts["emotion"].to_numpy(), LABELS), norms, LABELS, [0],
+                                 [0.0, 8.0], 0.1)
+    table = steer_table(tiny_adapter, manifest, steers, batch_size=8, max_rows=16)
+    p = [f"p_{l}" for l in LABELS]
+    none = table[table["mode"] == "none"].set_index("utterance_id")[p]
+    for (target, control), part in table[table["alpha"] == 0.0].groupby(["target", "control"]):
+        assert (part.set_index("utterance_id")[p].loc[none.index].to_numpy() == none.to_numpy()).all()
+    strong = table[(table["alpha"] == 8.0)].set_index("utterance_id")
+    assert not np.allclose(strong[p].to_numpy(), none.loc[strong.index].to_numpy())
+    out = summarize(table, LABELS, n_boot=20, seed=0)
+    assert {"steer", "none"} == set(out["conditions"]["mode"])
+    assert set(out["summary"]["control"]) == {"selected", "random"}
+
+
+def test_batched_rows_equal_one_condition_at_a_time(tiny_adapter, tiny_manifest):
+    utts = store_order(tiny_manifest.iloc[:5])
+    embedded = tiny_adapter.embed(tiny_adapter.build_batch([load_16k_mono(p) for p in utts["path"]]))
+    rng = np.random.default_rng(1)
+    H = embedded.inputs_embeds.shape[-1]
+    steers = [Steer(e, "selected", 1.0, l, 0.1, vector=rng.standard_normal(H).astype(np.float32))
+              for e in LABELS[:2] for l in (0, 1)]
+    with torch.no_grad():
+        batched = steered_probabilities(tiny_adapter, embedded, steers, Fit(7, "rows per forward"))
+        for k, s in enumerate(steers):
+            shift = torch.as_tensor(s.vector)[None].expand(len(utts), H)
+            with shifted(tiny_adapter.decoder_layers(), {s.layer: shift}):
+                alone = tiny_adapter.label_probabilities(embedded).numpy()
+            np.testing.assert_allclose(batched[k], alone, atol=1e-6)
+        plain = tiny_adapter.label_probabilities(embedded).numpy()
+    assert not np.allclose(batched[0], plain, atol=1e-4)
+
+
+def test_figure_from_real_tables(tiny_adapter, tiny_manifest, tmp_path):
+    from esn.figures import plot_steering
+    manifest, sets = tiny_manifest.iloc[:8], small_sets(tiny_adapter)
+    utts, means, norms = residual_statistics(tiny_adapter, manifest, [0], sets)
+    steers = steering_conditions(mean_difference(means, utts["emotion"].to_numpy(), LABELS), norms, LABELS, [0],
+                                 [2.0, 8.0], 0.1)
+    out = summarize(steer_table(tiny_adapter, manifest, steers, batch_size=8), LABELS, n_boot=20, seed=0)
+    # the gain side: the same tables relabelled (a plotting check; the numbers are the steering's)
+    gain = {k: out[k].assign(mode=out[k]["mode"].replace("steer", "gain"), selector="mad")
+            for k in ("conditions", "summary")}
+    paths = [tmp_path / "steering.pdf", tmp_path / "steering.png"]
+    plot_steering(gain["conditions"], gain["summary"], out["conditions"], out["summary"], paths, fraction=0.1,
+                  selectors=["mad"], title="tiny")
+    assert all(p.stat().st_size > 1000 for p in paths)
