@@ -12,7 +12,9 @@ Random controls come as R independent layer-matched draws (`draw` 0..R−1; −1
 condition). Each selected row is set against the null they form: the draws' mean, sd, min and max;
 the empirical p-value (1 + #draws at least as extreme) / (R + 1), one-sided in the direction of the
 selected effect (its sign: draws ≤ it for a negative effect, ≥ it otherwise; the smallest possible
-value is 1/(R+1)); and `vs_random` = selected − mean over draws with its paired bootstrap CI.
+value is 1/(R+1)); and `vs_random` = selected − mean over draws with its paired bootstrap CI. In the
+`summary` table each random draw is also set against the other draws (leave-one-out), so that how often a
+random set passes a selected set's tests can be counted (`esn.claims`).
 """
 
 from __future__ import annotations
@@ -242,7 +244,9 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
 
     self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others.
     Selected rows are set against the same statistic of each random draw over the same targets
-    (`versus_draws`); specificity_vs_random = specificity − its mean over draws (selected rows only).
+    (`versus_draws`); specificity_vs_random = specificity − its mean over draws (selected rows only). Each
+    random draw's row is set against the other R − 1 draws alike (leave-one-out), so the null columns say how
+    often a random set passes the tests a selected set is held to.
     """
     C = delta.shape[-1]
     per: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -261,11 +265,13 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
     rows = []
     for (mode, variant, control, fraction, alpha, draw), by_target in per.items():
         stats = statistics(by_target)
-        twins = [statistics(t) for (m, v, c, f, a, _), t in per.items()
+        # a selected set against every draw; a random draw against the other draws (leave-one-out: the rate at
+        # which random sets pass the vs_random criterion, esn.claims)
+        twins = [statistics(t) for (m, v, c, f, a, d), t in per.items()
                  if (m, v, c, f, a) == (mode, variant, "random", fraction, alpha) and set(t) == set(by_target)
-                 ] if control == "selected" else []
+                 and not (control == "random" and d == draw)] if control in ("selected", "random") else []
         null = {name: versus_draws(x, [t[name] for t in twins], ci) for name, x in stats.items()} if twins else {}
-        if twins:
+        if twins and control == "selected":
             stats["specificity_vs_random"] = stats["specificity"] - np.mean([t["specificity"] for t in twins], axis=0)
         for name, x in stats.items():
             est, lo, hi = ci(x)

@@ -11,10 +11,11 @@ LABELS = ["a", "b"]
 SPEAKERS = [f"s{i}" for i in range(6)]
 
 
-def _intervention_table(lost: int) -> pd.DataFrame:
+def _intervention_table(lost: int, random_lost: tuple[int, ...] = (0,)) -> pd.DataFrame:
     """24 clips (6 speakers × 2 per label), all recognised unmodified. Deactivating label x's set makes the
-    first `lost` clips of x (one per speaker, in speaker order) answer the other label; the random control
-    changes nothing; knockout of layer 0 loses every clip of b, of layer 1 nothing."""
+    first `lost` clips of x (one per speaker, in speaker order) answer the other label; random draw d does
+    the same with `random_lost[d]` clips (by default one draw that changes nothing); knockout of layer 0
+    loses every clip of b, of layer 1 nothing."""
     clips = [(f"{s}_{y}{k}", s, y) for s in SPEAKERS for y in LABELS for k in range(2)]
     rows = []
 
@@ -31,21 +32,28 @@ def _intervention_table(lost: int) -> pd.DataFrame:
         other = LABELS[1 - LABELS.index(x)]
         add("deactivate", x, "selected", -1,
             lambda u, s, y, x=x, other=other: other if y == x and u.endswith("0") and SPEAKERS.index(s) < lost else y)
-        add("deactivate", x, "random", 0, lambda u, s, y: y)
+        for draw, n in enumerate(random_lost):
+            add("deactivate", x, "random", draw,
+                lambda u, s, y, x=x, other=other, n=n: other if y == x and u.endswith("0") and SPEAKERS.index(s) < n else y)
     add("knockout", "", "", -1, lambda u, s, y: "a", layer=0)
     add("knockout", "", "", -1, lambda u, s, y: y, layer=1)
     return pd.DataFrame(rows)
 
 
-def _organisms(lost_per_organism: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _organisms(lost_per_organism: list[int], random_lost: tuple[int, ...] = (0,), draws: list | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The organism and knockout tables of organisms losing `lost_per_organism` clips; `draws` (a list) is
+    filled with their random draws (`draws_table`)."""
     tables, knockouts = [], []
     for seed, lost in enumerate(lost_per_organism):
-        out = summarize(_intervention_table(lost), LABELS, n_boot=400, seed=0)
+        out = summarize(_intervention_table(lost, random_lost), LABELS, n_boot=400, seed=0)
         key = {"organism": f"organism_s{seed}", "seed": seed, "identify": "syn", "evaluate": "syn"}
         tables.append({**key, "selector": "mad", "delta": out["delta_recall"], "summary": out["summary"]})
         ko = out["conditions"]
         knockouts.append({"organism": key["organism"], "seed": seed, "evaluate": "syn",
                           "knockout": ko[ko["mode"].isin(["none", "knockout"])]})
+    if draws is not None:
+        draws.append(P.draws_table(tables, fraction=0.05))
     return P.organism_table(tables, fraction=0.05), P.knockout_table(knockouts)
 
 
@@ -85,6 +93,40 @@ def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
     window = summary[summary["statistic"] == "heldout_uar"].iloc[0]
     assert (window["k"], window["n"]) == (2, 4)
     assert "in 3 of 4 organisms" in P.claim_sentence(spec.to_dict() | {"selector": "mad", "corpus": ""})
+
+
+def test_each_claim_is_read_against_the_rate_at_which_random_draws_pass_it():
+    # 4 organisms (lose 6, 6, 3, 0 clips per target), each with 3 random draws: draw 0 loses 6 clips (as
+    # specific as the best selected set), draws 1 and 2 nothing.
+    found = []
+    organisms, knockout = _organisms([6, 6, 3, 0], random_lost=(6, 0, 0), draws=found)
+    draws = found[0]
+    assert len(draws) == 4 * 3 and draws.groupby("organism")["draw"].apply(list).tolist() == [[0, 1, 2]] * 4
+    # hand count: per organism draw 0 passes "specificity hi < 0" and beats the other two draws
+    # (leave-one-out: −.5 − mean(0, 0)); draws 1 and 2 pass neither (vs the others: 0 − (−.25) = +.25)
+    d0 = draws[draws["draw"] == 0]
+    assert (d0["specificity_hi"] < 0).all() and (d0["vs_random_hi"] < 0).all()
+    assert d0["vs_random"].tolist() == pytest.approx([-0.5] * 4)
+    rest = draws[draws["draw"] > 0]
+    assert rest["vs_random"].tolist() == pytest.approx([0.25] * 8) and (rest["specificity_hi"] == 0).all()
+    summary = P.population_summary(organisms, knockout, pd.DataFrame(), draws, n_boot=200, seed=0)
+    row = summary.set_index("statistic")
+    spec = row.loc["specificity"]
+    assert (spec["k"], spec["n"], spec["random_passed"], spec["random_draws"]) == (3, 4, 4, 12)
+    assert spec["base_rate"] == pytest.approx(1 / 3)
+    # each organism's random pass rate (1 + 1) / (3 + 1) = 1/2: P(K ≥ 3 of 4) = 5/16 -> not above random
+    assert spec["p_null"] == pytest.approx(5 / 16) and spec["verdict"] == "not above random"
+    assert (row.loc["vs_random", "random_passed"], row.loc["self", "random_passed"]) == (4, 4)
+    assert row.loc["others", "random_passed"] == 0 and row.loc["others", "k"] == 0
+    assert np.isnan(summary[summary["statistic"] == "knockout"]["base_rate"]).all()  # no random counterpart
+    assert "random sets pass this test in 33 % of 12 draws" in P.claim_sentence(spec.to_dict() | {"selector": "mad"})
+
+    # the same selected sets against draws that change nothing: rate (0 + 1) / (3 + 1) each; 4 of 4 organisms
+    # whose sets change something: P = (1/4)^4 -> holds
+    organisms, knockout = _organisms([6, 6, 6, 3], random_lost=(0, 0, 0), draws=found)
+    spec = P.population_summary(organisms, knockout, pd.DataFrame(), found[1], n_boot=200).set_index("statistic").loc["specificity"]
+    assert (spec["k"], spec["random_passed"], spec["base_rate"]) == (4, 0, 0.0)
+    assert spec["p_null"] == pytest.approx(0.25 ** 4) and spec["verdict"] == "holds"
 
 
 def test_one_organism_has_no_population_interval():
