@@ -126,7 +126,8 @@ def injection_conditions(masks: dict[str, np.ndarray], labels: list[str], alphas
 
 
 def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: list[float], main_fraction: float,
-                         alphas: list[float], *, sweeps: bool = True, injection: bool = True) -> list[Condition]:
+                         alphas: list[float], *, sweeps: bool = True, injection: bool = True,
+                         unswept_draws: int = 1) -> list[Condition]:
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
     Full identification set: deactivation at every set size and gain over the α grid at the main size,
@@ -137,7 +138,8 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     selected sets have draw −1. Each other variant (identification-size subsamples, correct-only
     identification): deactivation of the selected sets at the main size (its control is the full set's).
     `sweeps=False` (by default a transfer study) keeps only main-size deactivation of the full set and
-    random draw 0 (the cost of a study without sweeps stays small).
+    random draws 0..`unswept_draws`−1 (by default draw 0: the cost of a study without sweeps stays small;
+    the population asks for 19, the least with which its empirical p-value can reach 0.05).
     """
     from esn.selectors import random_mask, selected_mask
 
@@ -153,7 +155,7 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
             for target in targets:
                 masks[(target, "selected", fraction, -1)] = chosen.sel(emotion=target).values
                 if control is not None:
-                    for draw in control["draw"].values.tolist()[:None if sweeps else 1]:
+                    for draw in control["draw"].values.tolist()[:None if sweeps else unswept_draws]:
                         masks[(target, "random", fraction, draw)] = control.sel(emotion=target, draw=draw).values
             at_main = bool(np.isclose(fraction, main_fraction))
             one_draw = {k: m for k, m in masks.items() if k[3] <= 0}
