@@ -77,7 +77,7 @@ def test_organism_rows_match_each_organisms_own_tables():
 
 
 def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
-    organisms, knockout = _organisms([6, 6, 3, 0])
+    organisms, knockout = _organisms([6, 6, 5, 0])
     heldout = pd.DataFrame({"organism": [f"organism_s{i}" for i in range(4)], "corpus": "syn",
                             "heldout_uar": [0.65, 0.75, 0.85, 0.95]})
     summary = P.population_summary(organisms, knockout, heldout, n_boot=500, seed=0)
@@ -85,7 +85,7 @@ def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
     spec = row.loc[("specificity", "mad")]
     # the organism that loses nothing is not specific; the others' speaker-level CIs exclude 0
     assert (spec["k"], spec["n"]) == (3, 4)
-    assert spec["mean"] == pytest.approx(np.mean([-0.5, -0.5, -0.25, 0.0]))
+    assert spec["mean"] == pytest.approx(np.mean([-0.5, -0.5, -5 / 12, 0.0]))
     assert spec["lo"] < spec["mean"] < spec["hi"] and spec["lo"] >= -0.5 and spec["hi"] <= 0.0
     assert (row.loc[("vs_random", "mad"), "k"], row.loc[("others", "mad"), "k"]) == (3, 0)
     ko = summary[summary["statistic"] == "knockout"].set_index("layer")
@@ -96,10 +96,10 @@ def test_claims_are_counted_per_organism_and_the_mean_resamples_organisms():
 
 
 def test_each_claim_is_read_against_the_rate_at_which_random_draws_pass_it():
-    # 4 organisms (lose 6, 6, 3, 0 clips per target), each with 3 random draws: draw 0 loses 6 clips (as
+    # 4 organisms (lose 6, 6, 5, 0 clips per target), each with 3 random draws: draw 0 loses 6 clips (as
     # specific as the best selected set), draws 1 and 2 nothing.
     found = []
-    organisms, knockout = _organisms([6, 6, 3, 0], random_lost=(6, 0, 0), draws=found)
+    organisms, knockout = _organisms([6, 6, 5, 0], random_lost=(6, 0, 0), draws=found)
     draws = found[0]
     assert len(draws) == 4 * 3 and draws.groupby("organism")["draw"].apply(list).tolist() == [[0, 1, 2]] * 4
     # hand count: per organism draw 0 passes "specificity hi < 0" and beats the other two draws
@@ -123,7 +123,7 @@ def test_each_claim_is_read_against_the_rate_at_which_random_draws_pass_it():
 
     # the same selected sets against draws that change nothing: rate (0 + 1) / (3 + 1) each; 4 of 4 organisms
     # whose sets change something: P = (1/4)^4 -> holds
-    organisms, knockout = _organisms([6, 6, 6, 3], random_lost=(0, 0, 0), draws=found)
+    organisms, knockout = _organisms([6, 6, 6, 5], random_lost=(0, 0, 0), draws=found)
     spec = P.population_summary(organisms, knockout, pd.DataFrame(), found[1], n_boot=200).set_index("statistic").loc["specificity"]
     assert (spec["k"], spec["random_passed"], spec["base_rate"]) == (4, 0, 0.0)
     assert spec["p_null"] == pytest.approx(0.25 ** 4) and spec["verdict"] == "holds"
