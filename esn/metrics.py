@@ -104,7 +104,7 @@ def percentile_levels(clusters: int, level: float = 0.95) -> tuple[float, float]
     units (speakers, or utterances): Hesterberg's expanded percentile interval, whose tail α′/2 = Φ(−√(G/(G−1))
     · t_{G−1}(1 − α/2)). The plain percentile interval (2.5, 97.5) is too narrow with few units — its
     resamples' spread is (G−1)/G of the variance and it ignores the t quantile; with 8 speakers it covered
-    89–92 % instead of 95 % (benchmarks/bench_coverage.py). Bounds stay within the resampled values (an
+    88 % instead of 95 % (benchmarks/bench_coverage.py). Bounds stay within the resampled values (an
     accuracy interval stays in [0, 1]); the levels tend to (2.5, 97.5) as G grows."""
     alpha = 1 - level
     if clusters < 2:
