@@ -177,7 +177,55 @@ def test_a_small_population_runs_end_to_end(tmp_path):
     assert set(organisms["seed"]) == {0, 1} and set(organisms["selector"]) == set(cfg["selection"]["selectors"])
     summary = pd.read_csv(tables / "summary.csv")
     assert (summary["n"] == 2).all() and (summary["k"] <= summary["n"]).all()
+    sets = summary[summary["statistic"] == "specificity"]  # every claim about sets has its base rate
+    assert sets["base_rate"].between(0, 1).all() and sets["verdict"].isin(["holds", "not above random"]).all()
+    assert len(pd.read_csv(tables / "draws.csv")) >= 2 * len(set(cfg["selection"]["selectors"]))
     weights = [(work / f"resources/models/organism_s{s}/model.safetensors").read_bytes() for s in (0, 1)]
     assert weights[0] != weights[1]  # another seed, another organism
     assert (work / "results/figures/population/organism.png").stat().st_size > 10_000
     assert (work / "results/figures/organism_s0").is_dir() and not (work / "results/figures/organism_s1").exists()
+
+
+def test_the_population_script_writes_base_rates_beside_k_of_n(tmp_path):
+    """workflow/scripts/population.py on small fixture tables (3 organisms, 3 random draws each, written
+    through the table contract): summary.csv carries each claim's base rate and verdict, draws.csv the draws."""
+    import json
+    import runpy
+    import types
+    from pathlib import Path
+
+    from esn.tables import write_table
+
+    deltas, summaries, knockouts, metrics, keys, ko_keys = [], [], [], [], [], []
+    for seed, lost in enumerate([6, 6, 5]):
+        out = summarize(_intervention_table(lost, random_lost=(6, 0, 0)), LABELS, n_boot=200, seed=0)
+        name = f"organism_s{seed}"
+        for kind, frame, paths in (("delta_recall", out["delta_recall"], deltas), ("summary", out["summary"], summaries)):
+            paths.append(tmp_path / f"{name}.{kind}.csv")
+            write_table(frame, paths[-1], kind)
+        c = out["conditions"]
+        knockouts.append(tmp_path / f"{name}.knockout.csv")
+        write_table(c[c["mode"].isin(["none", "knockout"])], knockouts[-1], "knockout")
+        metrics.append(tmp_path / f"{name}.metrics.json")
+        metrics[-1].write_text(json.dumps({"corpora": {"syn": {"heldout_uar": 0.8, "heldout_accuracy": 0.8}}}))
+        keys.append({"organism": name, "seed": seed, "identify": "syn", "evaluate": "syn", "selector": "mad"})
+        ko_keys.append({"organism": name, "seed": seed, "evaluate": "syn"})
+    output = {k: str(tmp_path / f"{k}.csv") for k in ("organisms", "draws", "knockout", "heldout", "summary")}
+    snakemake = types.SimpleNamespace(
+        input=types.SimpleNamespace(deltas=deltas, summaries=summaries, knockouts=knockouts, metrics=metrics),
+        params=types.SimpleNamespace(tables=keys, knockout_keys=ko_keys, organisms=[k["organism"] for k in keys],
+                                     fraction=0.05, bootstrap=200, seed=0),
+        output=output, log=[str(tmp_path / "population.log")])
+    script = Path(__file__).parents[1] / "workflow" / "scripts" / "population.py"
+    runpy.run_path(str(script), init_globals={"snakemake": snakemake})
+    summary = pd.read_csv(output["summary"]).set_index("statistic")
+    spec = summary.loc["specificity"]
+    # 3 of 3 organisms specific; 3 of 9 draws (each organism's draw 0) pass: P = (1/2)^3 = 1/8 -> not above random
+    assert (spec["k"], spec["n"], spec["random_passed"], spec["random_draws"]) == (3, 3, 3, 9)
+    assert spec["base_rate"] == pytest.approx(1 / 3) and spec["p_null"] == pytest.approx(1 / 8)
+    assert spec["verdict"] == "not above random"
+    assert summary.loc["others", "random_passed"] == 0 and summary.loc["vs_random", "random_draws"] == 9
+    assert pd.isna(summary.loc["knockout", "base_rate"]).all()
+    draws = pd.read_csv(output["draws"])
+    assert len(draws) == 9 and set(draws["draw"]) == {0, 1, 2}
+    assert "random sets pass this test in 33 % of 9 draws" in Path(snakemake.log[0]).read_text()
