@@ -45,3 +45,20 @@ def test_one_run_claims_count_the_draws_that_pass_the_same_test():
     vs = out.loc["vs_random"]
     assert vs["passes"] and vs["random_passed"] == 0 and vs["p_null"] == pytest.approx(1 / 5)
     assert set(out.index) == {"self", "specificity", "vs_random"}              # no "others" row in this table
+
+
+def test_one_run_claims_from_summarize_count_leave_one_out_draws():
+    """Through esn.metrics.summarize: the selected set and random draw 0 each lose one clip of the target per
+    speaker; draws 1 and 2 nothing. Draw 0 beats the other two draws (−.5 against 0), so 1 of 3 draws passes
+    vs_random, as it passes specificity; nobody's others' drop is below 0."""
+    from test_population import LABELS, _intervention_table
+
+    from esn.metrics import summarize
+
+    summary = summarize(_intervention_table(6, random_lost=(6, 0, 0)), LABELS, n_boot=200, seed=0)["summary"]
+    r = summary[(summary["control"] == "random") & (summary["statistic"] == "specificity")].set_index("draw")
+    assert r["random_draws"].tolist() == [2, 2, 2] and r.loc[0, "vs_random"] == pytest.approx(-0.5)
+    out = claims.run_claims(summary).set_index("claim")
+    assert out["random_passed"].to_dict() == {"self": 1, "others": 0, "specificity": 1, "vs_random": 1}
+    assert out.loc["specificity", "passes"] and out.loc["specificity", "p_null"] == pytest.approx(2 / 4)
+    assert not out["holds"].any()
