@@ -146,8 +146,10 @@ def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
 
 def _null(k: int, organisms: pd.Series, draws: pd.DataFrame, statistic: str) -> dict[str, object]:
     """The claim's base rate over the random draws of `organisms` and the verdict of `esn.claims`: k of N
-    against each organism's own random pass rate. No draws: no base rate and no verdict."""
+    against each organism's own random pass rate. No draws (or, for vs_random, fewer than two per organism,
+    so none can be set against the others): no base rate and no verdict."""
     mine = draws[draws["organism"].isin(organisms)]
+    mine = mine[mine[claims.criterion(statistic, wide=True)].notna()]
     if mine.empty:
         return {}
     passed = claims.passes(mine, statistic, wide=True)

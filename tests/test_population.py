@@ -127,6 +127,10 @@ def test_each_claim_is_read_against_the_rate_at_which_random_draws_pass_it():
     spec = P.population_summary(organisms, knockout, pd.DataFrame(), found[1], n_boot=200).set_index("statistic").loc["specificity"]
     assert (spec["k"], spec["random_passed"], spec["base_rate"]) == (4, 0, 0.0)
     assert spec["p_null"] == pytest.approx(0.25 ** 4) and spec["verdict"] == "holds"
+    # one draw per organism: nothing to set a draw against, so vs_random has no base rate (not a rate of 0)
+    organisms, knockout = _organisms([6, 6], draws=found)
+    one = P.population_summary(organisms, knockout, pd.DataFrame(), found[2], n_boot=100).set_index("statistic")
+    assert np.isnan(one.loc["vs_random", "base_rate"]) and one.loc["specificity", "random_draws"] == 2
 
 
 def test_one_organism_has_no_population_interval():
