@@ -22,8 +22,10 @@ import pandas as pd
 
 ALPHA = 0.05
 #: claim statistic -> the column of its row that must lie below 0 for the claim to pass (one organism, one set)
-CRITERIA: dict[str, tuple[str, str]] = {"self": ("self", "hi"), "others": ("others", "hi"),
-                                        "specificity": ("specificity", "hi"), "vs_random": ("specificity", "vs_random_hi")}
+CRITERIA: dict[str, tuple[str, str]] = {
+    "self": ("self", "hi"), "others": ("others", "hi"), "specificity": ("specificity", "hi"),
+    "vs_random": ("specificity", "vs_random_hi"),
+}
 
 
 def tail_probability(k: int, rates: Sequence[float]) -> float:

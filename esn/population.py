@@ -94,6 +94,7 @@ def organism_table(tables: Sequence[Mapping[str, object]], fraction: float) -> p
     return out.reindex(columns=[*ORGANISM_COLUMNS, "self_hi", "others_hi"])
 
 
+_STUDY = ("identify", "evaluate", "selector")
 DRAW_COLUMNS = ["organism", "seed", "identify", "evaluate", "selector", "draw", "self", "self_hi", "others",
                 "others_hi", "specificity", "specificity_hi", "vs_random", "vs_random_hi"]
 
@@ -110,7 +111,7 @@ def draws_table(tables: Sequence[Mapping[str, object]], fraction: float) -> pd.D
                     & (summary["control"] == "random") & np.isclose(summary["fraction"].astype(float), fraction)]
         for draw, d in r.groupby("draw", sort=True):
             s = d.set_index("statistic")
-            rows.append({**{k: t[k] for k in ("organism", "seed", "identify", "evaluate", "selector")}, "draw": int(draw),
+            rows.append({**{k: t[k] for k in ("organism", "seed", *_STUDY)}, "draw": int(draw),
                          **{f"{x}{c}": s.loc[x, col] for x in ("self", "others", "specificity")
                             for c, col in (("", "estimate"), ("_hi", "hi"))},
                          "vs_random": s.loc["specificity"].get("vs_random", np.nan),
@@ -189,7 +190,8 @@ def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout:
     m = organisms[organisms["target"] == "mean"]
     for (identify, evaluate, selector), g in m.groupby(["identify", "evaluate", "selector"], sort=False):
         group = {"identify": identify, "evaluate": evaluate, "selector": selector, "layer": np.nan, "corpus": ""}
-        mine = draws[(draws["identify"] == identify) & (draws["evaluate"] == evaluate) & (draws["selector"] == selector)]
+        mine = draws[(draws["identify"] == identify) & (draws["evaluate"] == evaluate)
+                     & (draws["selector"] == selector)]
         for statistic in claims.CRITERIA:
             holds = claims.passes(g, statistic, wide=True)
             add(group, statistic, g[statistic], holds, _null(int(holds.sum()), g["organism"], mine, statistic))
@@ -221,8 +223,8 @@ def claim_sentence(row: Mapping[str, object]) -> str:
     where = ", ".join(x for x in parts if isinstance(x, str) and x)
     sentence = f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
     if pd.notna(row.get("base_rate")):
-        sentence += (f"; random sets pass this test in {100 * row['base_rate']:.0f} % of {int(row['random_draws'])} draws"
-                     f" (P = {row['p_null']:.2g}: {row['verdict']})")
+        sentence += (f"; random sets pass this test in {100 * row['base_rate']:.0f} % of"
+                     f" {int(row['random_draws'])} draws (P = {row['p_null']:.2g}: {row['verdict']})")
     return sentence
 
 
