@@ -143,7 +143,8 @@ def study_conditions(plan: Plan, study: dict[str, Any]) -> int:
     labels = corpora[study["evaluate"]]["classes"]
     targets = [e for e in corpora[study["identify"]]["classes"] if e in labels]
     grid = study_grid(targets, labels, plan.variants(), cfg["fractions"], cfg["fraction"], cfg["alphas"],
-                      list(range(cfg["random_draws"])), sweeps=plan.sweeps(study), injection=cfg["injection"])
+                      list(range(cfg["random_draws"])), sweeps=plan.sweeps(study), injection=cfg["injection"],
+                      unswept_draws=cfg["unswept_draws"])
     return 1 + len(plan.selectors) * len(grid)
 
 

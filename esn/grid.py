@@ -36,11 +36,12 @@ class Cell(NamedTuple):
 
 def study_grid(targets: Sequence[str], labels: Sequence[str], variants: Sequence[str], fractions: Sequence[float],
                main_fraction: float, alphas: Sequence[float], draws: Sequence[int], *, sweeps: bool = True,
-               injection: bool = True) -> list[Cell]:
+               injection: bool = True, unswept_draws: int = 1) -> list[Cell]:
     """Every condition of a study (but the unmodified pass), in the order the job runs them (see
     `esn.interventions.selection_conditions` for what each is for). `targets`: the selection's emotions that
     are labels of the evaluation corpus; `variants`: the selection's identification variants (the first,
-    "all", is the full set, the only one with random draws); `draws`: the stored random draws (0..R-1)."""
+    "all", is the full set, the only one with random draws); `draws`: the stored random draws (0..R-1), of
+    which a study without sweeps runs the first `unswept_draws`."""
     out: list[Cell] = []
     targets = list(targets)
     for variant in (variants if sweeps else ["all"]):
@@ -50,7 +51,7 @@ def study_grid(targets: Sequence[str], labels: Sequence[str], variants: Sequence
             keys = [SetKey(variant, fraction, t, "selected", -1) for t in targets]
             if full:  # the random control belongs to the full identification set
                 keys += [SetKey(variant, fraction, t, "random", d) for t in targets
-                         for d in (list(draws) if sweeps else list(draws)[:1])]
+                         for d in (list(draws) if sweeps else list(draws)[:unswept_draws])]
             one_draw = sorted(k for k in keys if k.draw <= 0)
             for key in (sorted(keys) if at_main else one_draw):  # (target, control, draw) order
                 out.append(Cell("deactivate", key.target, key.control, 0.0, fraction, variant, key.draw, (key,)))

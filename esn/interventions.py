@@ -133,7 +133,8 @@ def injection_conditions(masks: dict[str, np.ndarray], labels: list[str], alphas
 
 
 def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: list[float], main_fraction: float,
-                         alphas: list[float], *, sweeps: bool = True, injection: bool = True) -> list[Condition]:
+                         alphas: list[float], *, sweeps: bool = True, injection: bool = True,
+                         unswept_draws: int = 1) -> list[Condition]:
     """Every condition of a study from one selection file (dims variant × emotion × layer × neuron).
 
     Full identification set: deactivation at every set size and gain over the α grid at the main size,
@@ -144,14 +145,15 @@ def selection_conditions(selection: "xr.Dataset", labels: list[str], fractions: 
     selected sets have draw −1. Each other variant (identification-size subsamples, correct-only
     identification): deactivation of the selected sets at the main size (its control is the full set's).
     `sweeps=False` (by default a transfer study) keeps only main-size deactivation of the full set and
-    random draw 0 (the cost of a study without sweeps stays small).
+    random draws 0..`unswept_draws`−1 (by default draw 0: the cost of a study without sweeps stays small;
+    the population asks for 19, the least with which its empirical p-value can reach 0.05).
     """
     from esn.selectors import random_mask, selected_mask
 
     variants = selection["variant"].values.tolist()
     draws = selection["draw"].values.tolist() if "random_order" in selection else []
     grid = study_grid([e for e in selection["emotion"].values.tolist() if e in labels], labels, variants, fractions,
-                      main_fraction, alphas, draws, sweeps=sweeps, injection=injection)
+                      main_fraction, alphas, draws, sweeps=sweeps, injection=injection, unswept_draws=unswept_draws)
     masks: dict[tuple[str, float], tuple] = {}   # (variant, fraction) -> (selected [E, L, N], random [R, E, L, N])
     neurons: dict[SetKey, dict[int, np.ndarray]] = {}
 

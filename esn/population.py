@@ -13,7 +13,8 @@ model. Each organism runs through capture, selection, interventions and metrics 
 - `population_summary`: per claim, the mean over organisms with a bootstrap CI that resamples
   *organisms*, and "in k of N organisms the claim holds", where the claim is decided per organism by
   its own CI. The claims (`CLAIMS`) are one-sided and stated so that a reader can check them on any one
-  organism's tables.
+  organism's tables. Claims about sets carry their **base rate** — how often the organisms' random draws
+  (`draws_table`) pass the same test — and a verdict against it (`esn.claims`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from esn import claims
 from esn.tables import ALL, read_table, selection_variant, write_table
 
 #: statistic -> (claim, how it is decided on one organism's row)
@@ -92,6 +94,31 @@ def organism_table(tables: Sequence[Mapping[str, object]], fraction: float) -> p
     return out.reindex(columns=[*ORGANISM_COLUMNS, "self_hi", "others_hi"])
 
 
+_STUDY = ("identify", "evaluate", "selector")
+DRAW_COLUMNS = ["organism", "seed", "identify", "evaluate", "selector", "draw", "self", "self_hi", "others",
+                "others_hi", "specificity", "specificity_hi", "vs_random", "vs_random_hi"]
+
+
+def draws_table(tables: Sequence[Mapping[str, object]], fraction: float) -> pd.DataFrame:
+    """Each organism's random draws at the main size, read like its selected set (`mean` over targets): self,
+    others' drop and specificity with their upper bounds, and specificity against the other draws
+    (`vs_random*`, leave-one-out) — the sets whose pass rate is each claim's base rate (`esn.claims`).
+    `tables` as for `organism_table`."""
+    rows = []
+    for t in tables:
+        summary = t["summary"] if isinstance(t["summary"], pd.DataFrame) else read_table(t["summary"], "summary")
+        r = summary[(summary["mode"] == "deactivate") & (selection_variant(summary) == ALL)
+                    & (summary["control"] == "random") & np.isclose(summary["fraction"].astype(float), fraction)]
+        for draw, d in r.groupby("draw", sort=True):
+            s = d.set_index("statistic")
+            rows.append({**{k: t[k] for k in ("organism", "seed", *_STUDY)}, "draw": int(draw),
+                         **{f"{x}{c}": s.loc[x, col] for x in ("self", "others", "specificity")
+                            for c, col in (("", "estimate"), ("_hi", "hi"))},
+                         "vs_random": s.loc["specificity"].get("vs_random", np.nan),
+                         "vs_random_hi": s.loc["specificity"].get("vs_random_hi", np.nan)})
+    return pd.DataFrame(rows, columns=DRAW_COLUMNS)
+
+
 def knockout_table(tables: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     """`tables`: one mapping per (organism, evaluation corpus) with keys organism, seed, evaluate and knockout
     (path or frame of its knockout table: the unmodified row and one row per knocked-out layer)."""
@@ -118,29 +145,56 @@ def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
     return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd.DataFrame, *,
-                       n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per claim: mean over organisms, its bootstrap CI over organisms, N and k (organisms where it holds).
+def _null(k: int, organisms: pd.Series, draws: pd.DataFrame, statistic: str) -> dict[str, object]:
+    """The claim's base rate over the random draws of `organisms` and the verdict of `esn.claims`: k of N
+    against each organism's own random pass rate. No draws (or, for vs_random, fewer than two per organism,
+    so none can be set against the others): no base rate and no verdict."""
+    mine = draws[draws["organism"].isin(organisms)]
+    mine = mine[mine[claims.criterion(statistic, wide=True)].notna()]
+    if mine.empty:
+        return {}
+    passed = claims.passes(mine, statistic, wide=True)
+    per = passed.groupby(mine["organism"]).agg(["sum", "size"])
+    rates = [claims.null_rate(int(per.loc[o, "sum"]), int(per.loc[o, "size"])) if o in per.index else 1.0
+             for o in organisms]
+    p, holds = claims.verdict(k, rates)
+    return {"random_passed": int(passed.sum()), "random_draws": len(mine), "base_rate": float(passed.mean()),
+            "p_null": p, "verdict": "holds" if holds else "not above random"}
+
+
+SUMMARY_NULL = ["random_passed", "random_draws", "base_rate", "p_null", "verdict"]
+
+
+def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout: pd.DataFrame,
+                       draws: pd.DataFrame | None = None, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per claim: mean over organisms, its bootstrap CI over organisms, N and k (organisms where it holds);
+    for the claims about sets, the base rate (`random_passed` of `random_draws` draws pass the same test,
+    `base_rate`), P(k or more) if selected sets passed like random ones (`p_null`) and the `verdict`
+    (`esn.claims`): "holds" when that is ≤ 0.05.
 
     `organisms`: `organism_table`'s rows (the `mean` target is used); `knockout`: `knockout_table`'s rows;
-    `heldout`: columns organism, corpus, heldout_uar (from each organism's metrics.json)."""
+    `heldout`: columns organism, corpus, heldout_uar (from each organism's metrics.json); `draws`:
+    `draws_table`'s rows (None: no base rates)."""
     rng = np.random.default_rng(seed)
+    draws = pd.DataFrame(columns=DRAW_COLUMNS) if draws is None else draws
     rows = []
 
-    def add(group: Mapping[str, object], statistic: str, values: pd.Series, holds: pd.Series) -> None:
+    def add(group: Mapping[str, object], statistic: str, values: pd.Series, holds: pd.Series,
+            null: Mapping[str, object] | None = None) -> None:
         mean, lo, hi = _bootstrap_mean(values.to_numpy(float), n_boot, rng)
         rows.append({**group, "statistic": statistic, "mean": mean, "lo": lo, "hi": hi,
                      "sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
                      "k": int(holds.sum()), "n": int(len(values)), "claim": CLAIMS[statistic][0],
-                     "holds_when": CLAIMS[statistic][1]})
+                     "holds_when": CLAIMS[statistic][1], **(null or {})})
 
     m = organisms[organisms["target"] == "mean"]
     for (identify, evaluate, selector), g in m.groupby(["identify", "evaluate", "selector"], sort=False):
         group = {"identify": identify, "evaluate": evaluate, "selector": selector, "layer": np.nan, "corpus": ""}
-        add(group, "self", g["self"], g["self_hi"] < 0)
-        add(group, "others", g["others"], g["others_hi"] < 0)
-        add(group, "specificity", g["specificity"], g["specificity_hi"] < 0)
-        add(group, "vs_random", g["vs_random"], g["vs_random_hi"] < 0)
+        mine = draws[(draws["identify"] == identify) & (draws["evaluate"] == evaluate)
+                     & (draws["selector"] == selector)]
+        for statistic in claims.CRITERIA:
+            holds = claims.passes(g, statistic, wide=True)
+            add(group, statistic, g[statistic], holds, _null(int(holds.sum()), g["organism"], mine, statistic))
     for (evaluate, layer), g in (knockout.groupby(["evaluate", "layer"], sort=True) if len(knockout) else []):
         add({"identify": "", "evaluate": evaluate, "selector": "", "layer": layer, "corpus": ""}, "knockout",
             g["change"], g["change_hi"] < 0)
@@ -148,7 +202,8 @@ def population_summary(organisms: pd.DataFrame, knockout: pd.DataFrame, heldout:
         lo, hi = UAR_WINDOW
         add({"identify": "", "evaluate": "", "selector": "", "layer": np.nan, "corpus": corpus}, "heldout_uar",
             g["heldout_uar"], g["heldout_uar"].between(lo, hi))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.reindex(columns=[*(c for c in out.columns if c not in SUMMARY_NULL), *SUMMARY_NULL])
 
 
 def heldout_table(metrics: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
@@ -166,10 +221,14 @@ def claim_sentence(row: Mapping[str, object]) -> str:
              f"layer {int(row['layer'])}" if pd.notna(row.get("layer")) else "",
              row.get("corpus")]
     where = ", ".join(x for x in parts if isinstance(x, str) and x)
-    return f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
+    sentence = f"{where}: {row['claim']} in {row['k']} of {row['n']} organisms"
+    if pd.notna(row.get("base_rate")):
+        sentence += (f"; random sets pass this test in {100 * row['base_rate']:.0f} % of"
+                     f" {int(row['random_draws'])} draws (P = {row['p_null']:.2g}: {row['verdict']})")
+    return sentence
 
 
 def write(out: Mapping[str, Path | str], frames: Mapping[str, pd.DataFrame]) -> None:
-    """Each table (organisms, knockout, heldout, summary) through the table contract (kind population_<name>)."""
+    """Each table (organisms, draws, knockout, heldout, summary) through the table contract (kind population_<name>)."""
     for key, frame in frames.items():
         write_table(frame, out[key], f"population_{key}")

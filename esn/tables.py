@@ -77,6 +77,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "stability": ("selector", "variant_a", "variant_b", "emotion", "jaccard"),
     "ties_at_cut": ("selector", "emotion", "fraction", "k"),
     "population_organisms": ("organism", "seed", *_STUDY, "target", "self", "others", "specificity"),
+    "population_draws": ("organism", "seed", *_STUDY, "draw", "self", "others", "specificity"),
     "population_knockout": ("organism", "seed", "evaluate", "layer", "uar"),
     "population_heldout": ("organism", "corpus", "heldout_uar", "heldout_accuracy"),
     "population_summary": ("identify", "evaluate", "selector", "layer", "corpus", "statistic", "mean", "lo", "hi"),

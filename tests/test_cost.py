@@ -23,7 +23,7 @@ def built(plan, study, selection) -> int:
     cfg = plan.config["intervention"]
     conditions = selection_conditions(selection, plan.config["corpora"][study["evaluate"]]["classes"],
                                       cfg["fractions"], cfg["fraction"], cfg["alphas"], sweeps=plan.sweeps(study),
-                                      injection=cfg["injection"])
+                                      injection=cfg["injection"], unswept_draws=cfg["unswept_draws"])
     return 1 + len(plan.selectors) * len(conditions)
 
 

@@ -212,3 +212,9 @@ def test_selection_conditions_carry_every_random_draw_at_the_main_size():
             assert len({tuple(np.concatenate(list(r.neurons.values()))) for r in twins}) > 1
     sub = [c for c in conditions if c.variant == "n5s0"]
     assert sub and all(c.control == "selected" and c.draw == -1 for c in sub)
+    # without sweeps: main-size deactivation only, with draw 0 (a transfer study) or the first `unswept_draws`
+    # (the population's null)
+    for unswept, draws in ((1, [0]), (2, [0, 1]), (R + 5, list(range(R)))):
+        lean = selection_conditions(sel, ["happy", "sad"], [0.1, 0.2], 0.2, [1.0], sweeps=False, unswept_draws=unswept)
+        assert {(c.mode, c.fraction, c.variant) for c in lean} == {("deactivate", 0.2, "all")}
+        assert sorted(c.draw for c in lean if c.control == "random" and c.target == "sad") == draws

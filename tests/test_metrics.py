@@ -192,3 +192,31 @@ def test_transfer_table_has_every_study_selector_control_and_class():
     assert len(counts) == len(studies) * 2 * 2
     assert (counts.xs("random", level="control") == 3 * counts.xs("selected", level="control")).all()
     assert set(table["class"]) == {*LABELS, "specificity"}
+
+
+def test_intervals_are_expanded_percentiles_for_few_speakers():
+    """8 speakers: the bounds are the resamples' 0.574 and 99.426 percentiles (α′/2 = Φ(−√(8/7) · t₇(.975)),
+    t₇(.975) = 2.3646 from a table), not 2.5 and 97.5 (which under-cover: benchmarks/bench_coverage.py)."""
+    from scipy.special import ndtr
+
+    from esn.metrics import percentile_levels
+
+    tail = 100 * ndtr(-np.sqrt(8 / 7) * 2.364624)
+    assert percentile_levels(8) == pytest.approx((tail, 100 - tail), abs=1e-4) and tail == pytest.approx(0.5738, abs=1e-3)
+    assert percentile_levels(100_000) == pytest.approx((2.5, 97.5), abs=1e-3)
+    # 8 speakers × 4 clips (2 per label); speaker s gets its first s % 3 clips wrong: accuracy varies by speaker
+    rows = []
+    for s in range(8):
+        for i, y in enumerate("aabb"):
+            p = ("b" if y == "a" else "a") if i < s % 3 else y
+            rows.append({"utterance_id": f"u{s}{i}", "speaker": f"s{s}", "emotion": y, "mode": "none", "target": "",
+                         "control": "", "fraction": 0.0, "alpha": 0.0, "layer": -1, "variant": "", "predicted": p,
+                         "p_a": float(p == "a"), "p_b": float(p == "b")})
+    table = pd.DataFrame(rows)
+    cond = summarize(table, LABELS, n_boot=500, seed=3)["conditions"].iloc[0]
+    w = bootstrap_weights(len(table), 500, seed=3, clusters=np.repeat(np.arange(8), 4))
+    correct = (table["predicted"] == table["emotion"]).to_numpy(float)
+    acc = (w @ correct) / w.sum(1)
+    assert cond["accuracy"] == acc[0]
+    assert (cond["accuracy_lo"], cond["accuracy_hi"]) == pytest.approx(tuple(np.percentile(acc[1:], [tail, 100 - tail])))
+    assert cond["accuracy_lo"] < np.percentile(acc[1:], 2.5) and cond["accuracy_hi"] > np.percentile(acc[1:], 97.5)

@@ -3,7 +3,8 @@ if POPULATION:
 
     rule population_table:
         """Per organism × study × selector × emotion at the main set size, layer knockout and held-out UAR per
-        organism, and the population summary: mean over organisms, bootstrap CI over organisms, k of N."""
+        organism, each organism's random draws, and the population summary: mean over organisms, bootstrap CI over
+        organisms, k of N, and the rate at which random draws pass the same test (the claim's base rate)."""
         input:
             lib=library("population.py"),
             deltas=PLAN.population_tables("delta_recall"),
@@ -13,6 +14,7 @@ if POPULATION:
             metrics=[f"{PLAN.config['models'][m]['path']}/metrics.json" for m in POPULATION],
         output:
             organisms=f"{PLAN.population_dir}/organisms.csv",
+            draws=f"{PLAN.population_dir}/draws.csv",
             knockout=f"{PLAN.population_dir}/knockout.csv",
             heldout=f"{PLAN.population_dir}/heldout.csv",
             summary=f"{PLAN.population_dir}/summary.csv",

@@ -21,7 +21,8 @@ if snakemake.rule == "knockout":
                                                            cfg["knockout_layers"])}
 else:  # one table per selector (outputs in the order of params.selectors)
     conditions = {out: selection_conditions(open_selection(path), labels, cfg["fractions"], cfg["fraction"],
-                                            cfg["alphas"], sweeps=snakemake.params.sweeps, injection=cfg["injection"])
+                                            cfg["alphas"], sweeps=snakemake.params.sweeps, injection=cfg["injection"],
+                                            unswept_draws=cfg["unswept_draws"])
                   for out, path in zip(snakemake.output, snakemake.input.selections)}
 log.info("%d conditions x %d utterances (%s)", 1 + sum(len(c) for c in conditions.values()), len(manifest),
          ", ".join(f"{len(c)} for {out}" for out, c in conditions.items()))

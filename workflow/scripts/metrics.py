@@ -1,3 +1,4 @@
+from esn.claims import run_claims
 from esn.metrics import summarize
 from esn.tables import read_table, write_table
 from esn.workflow import setup_logging
@@ -11,3 +12,6 @@ for kind, path in (("conditions", snakemake.output.conditions), ("delta_recall",
                    ("summary", snakemake.output.summary), ("injection", snakemake.output.injection)):
     write_table(out[kind], path, kind)
 log.info("mean over targets:\n%s", out["summary"].to_string(index=False))
+claims = run_claims(out["summary"])
+if len(claims):  # each claim against the rate at which this run's random draws pass the same test (esn.claims)
+    log.info("claims against their random draws:\n%s", claims.to_string(index=False))
