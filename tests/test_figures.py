@@ -377,7 +377,8 @@ def test_captions_render():
     import jinja2
     from docutils.core import publish_parts
 
-    config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"}, "intervention": {"random_draws": 5, "unswept_draws": 1},
+    config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"},
+              "intervention": {"random_draws": 5, "unswept_draws": 1},
               "population": {"model": "organism", "seeds": [0, 1, 2]},
               "organism": {"corpora": ["synthetic", "other"]}, "steering": {"selector": None},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
