@@ -81,6 +81,11 @@ TABLES: dict[str, tuple[str, ...]] = {
     "population_knockout": ("organism", "seed", "evaluate", "layer", "uar"),
     "population_heldout": ("organism", "corpus", "heldout_uar", "heldout_accuracy"),
     "population_summary": ("identify", "evaluate", "selector", "layer", "corpus", "statistic", "mean", "lo", "hi"),
+    "lens": ("utterance_id", "emotion", "selector", "mode", "target", "control", "fraction", "layer", "predicted"),
+    "lens_recall": ("selector", "mode", "target", "control", "fraction", "layer", "class", "recall", "recall_lo",
+                    "recall_hi"),
+    "lens_resolution": ("selector", "mode", "target", "control", "fraction", "class", "resolution_layer"),
+    "steering_vectors": ("selector", "emotion", "layer", "fraction"),
 }
 #: where a kind types a column otherwise than `COLUMN_TYPES`: a population claim about no layer has none (NaN)
 KIND_TYPES: dict[str, dict[str, type]] = {"population_summary": {"layer": float}}

@@ -18,7 +18,7 @@ from test_workflow import ROOT, snakemake
 from esn.models import ADAPTERS
 from esn.plan import resolve
 
-REPOSITORY = ("Snakefile", "workflow", "config", "esn")
+REPOSITORY = ("Snakefile", "workflow", "config", "esn", "resources/organism")  # + the shipped organism
 
 
 class EsnFinder(modulefinder.ModuleFinder):

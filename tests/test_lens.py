@@ -132,14 +132,15 @@ def test_recall_and_resolution_rules():
 
 def test_tables_and_figure_from_a_real_lens_run(tiny_adapter, tiny_manifest, tmp_path):
     from esn.figures.lens import plot_lens, read_lens
+    from esn.tables import write_table
     conds = [Condition("deactivate", e, "selected", 0.0, 0.05, neurons={0: np.arange(8)}) for e in LABELS]
     table = lens_table(tiny_adapter, tiny_manifest.iloc[:8], {"mad": conds}, batch_size=8)
     recall = lens_recall(table, LABELS, n_boot=50, seed=0)
     resolved = resolution(recall)
-    recall.to_csv(tmp_path / "recall.csv", index=False)
-    resolved.to_csv(tmp_path / "resolution.csv", index=False)
+    write_table(recall, tmp_path / "recall.csv", "lens_recall")
+    write_table(resolved, tmp_path / "resolution.csv", "lens_resolution")
     back = read_lens(tmp_path / "recall.csv")
     assert set(back["selector"]) == {"", "mad"} and (back["recall_lo"] <= back["recall_hi"]).all()
     outs = [tmp_path / "lens.pdf", tmp_path / "lens.png"]
-    plot_lens(back, read_lens(tmp_path / "resolution.csv"), outs, selectors=["mad"], fraction=0.05, title="tiny")
+    plot_lens(back, read_lens(tmp_path / "resolution.csv", "lens_resolution"), outs, selectors=["mad"], fraction=0.05, title="tiny")
     assert all(p.stat().st_size > 1000 for p in outs)

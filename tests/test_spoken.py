@@ -153,7 +153,7 @@ def test_config_accepts_the_spoken_reader_and_the_workflow_seeds_it() -> None:
     corpus = yaml.safe_load(schema.read_text())["properties"]["corpora"]["additionalProperties"]
     enum = corpus["properties"]["reader"]["enum"]
     assert set(enum) == set(BUILTIN_READERS) and "spoken" in GENERATED_READERS
-    assert cfg["corpora"]["synthetic"]["reader"] == "synthetic", "the default corpora stay synthetic"
+    assert cfg["corpora"]["synthetic"]["reader"] == "spoken", "the default corpora are spoken"
 
 
 def test_clips_are_the_same_in_a_fresh_process() -> None:

@@ -11,19 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
 from esn.figures.registry import FigureJob, register
 from esn.figures.style import (PathLike, _band, _emotion_order, _legend, _no_data, _selectors, _suptitle, _themed,
                                emotion_color, save, selector_label)
+from esn.tables import read_table
 
 
-def read_lens(path: str) -> pd.DataFrame:
+def read_lens(path: str, kind: str = "lens_recall") -> pd.DataFrame:
     """A lens table as written (empty selector / target of the unmodified rows read as "")."""
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"selector": str, "target": str}
-                       ).fillna({"selector": "", "target": "", "control": ""})
+    return read_table(path, kind)
 
 
 @_themed
@@ -91,5 +90,5 @@ def plot_lens(recall: pd.DataFrame, resolved: pd.DataFrame | None, out: Sequence
           {"recall": "lens:recall", "resolution": "lens:resolution"}, sweeps=True,
           applies=lambda config: bool(config.get("lens", {}).get("enabled", True)))
 def _draw_lens(job: FigureJob) -> None:
-    plot_lens(read_lens(job.input.recall), read_lens(job.input.resolution), job.out, selectors=job.params.selectors,
+    plot_lens(read_lens(job.input.recall), read_lens(job.input.resolution, "lens_resolution"), job.out, selectors=job.params.selectors,
               fraction=job.params.fraction, title=job.title)

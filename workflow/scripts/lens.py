@@ -7,6 +7,7 @@ from esn.lens import lens_table
 from esn.models import load_adapter
 from esn.prepare import load_manifest
 from esn.selectors import open_selection
+from esn.tables import write_table
 from esn.workflow import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -24,4 +25,4 @@ conditions = {sel: [c for c in selection_conditions(open_selection(path), labels
 log.info("lens: %d layers x %d conditions x %d utterances", adapter.n_layers, 1 + sum(map(len, conditions.values())),
          len(manifest))
 table = lens_table(adapter, manifest, conditions, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
-table.to_parquet(snakemake.output[0], index=False)
+write_table(table, snakemake.output[0], "lens")

@@ -44,7 +44,7 @@ vectors = pd.DataFrame([{"selector": sel, "emotion": e, "layer": layer, "fractio
                          "mean_difference_norm": float((directions[i, 0] ** 2).sum() ** 0.5),
                          "identification_clips": int((utterances["emotion"] == e).sum())}
                         for sel in snakemake.params.selectors for i, e in enumerate(labels)])
-vectors.to_csv(snakemake.output.vectors, index=False)
+write_table(vectors, snakemake.output.vectors, "steering_vectors")
 log.info("vectors:\n%s", vectors.to_string(index=False))
 table = steer_table(adapter, evaluation, steers, batch_size=spec["batch_size"], max_rows=cfg["max_rows"])
 write_table(table, snakemake.output.table, "interventions")
