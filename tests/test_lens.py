@@ -132,9 +132,11 @@ def test_recall_and_resolution_rules():
 
 def test_tables_and_figure_from_a_real_lens_run(tiny_adapter, tiny_manifest, tmp_path):
     from esn.figures.lens import plot_lens, read_lens
-    from esn.tables import write_table
+    from esn.tables import read_table, write_table
     conds = [Condition("deactivate", e, "selected", 0.0, 0.05, neurons={0: np.arange(8)}) for e in LABELS]
     table = lens_table(tiny_adapter, tiny_manifest.iloc[:8], {"mad": conds}, batch_size=8)
+    write_table(table, tmp_path / "lens.parquet", "lens")  # the lens rule's table, as lens_tables reads it back
+    table = read_table(tmp_path / "lens.parquet", "lens")
     recall = lens_recall(table, LABELS, n_boot=50, seed=0)
     resolved = resolution(recall)
     write_table(recall, tmp_path / "recall.csv", "lens_recall")
