@@ -170,6 +170,12 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
         raise ValueError(f"not prepared and not readable here: {'; '.join(missing)}. Give their sizes instead: "
                          f"--scale <corpus>=<utterances> (make plan SCALE=\"<corpus>=<utterances> ...\")")
     margin, block = costs["margin"], plan.config["intervention"]["block_size"]
+    per_emotion = plan.config["intervention"].get("max_per_emotion")
+
+    def evaluated(corpus: str) -> int:
+        """Evaluation clips a model job scores (`esn.prepare.evaluation_clips`; balanced classes assumed)."""
+        n = sizes[corpus].evaluation
+        return n if per_emotion is None else min(n, per_emotion * len(plan.config["corpora"][corpus]["classes"]))
     cap = plan.config["capture"]
     jobs: list[Job] = []
 
@@ -210,7 +216,7 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
         model, evaluate = study["model"], study["evaluate"]
         on, rates = runs_on(model)
         n = plan.study_shards(model, study["identify"], evaluate)
-        clips = partial(_largest_shard, sizes[evaluate].evaluation, block)
+        clips = partial(_largest_shard, evaluated(evaluate), block)
         job("intervene", model, study["identify"], evaluate, n, clips, study_conditions(plan, study),
             rates["intervene_row_s"], f"studies[{i}].shards: {{n}}")
     if plan.knockout():
@@ -219,7 +225,7 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
             layers, _ = model_shape(plan, model, costs)
             n = plan.knockout_shards()
             chosen = plan.config["intervention"]["knockout_layers"]
-            clips = partial(_largest_shard, sizes[evaluate].evaluation, block)
+            clips = partial(_largest_shard, evaluated(evaluate), block)
             job("knockout", model, "", evaluate, n, clips, 1 + (len(chosen) if chosen else layers),
                 rates["intervene_row_s"], "intervention.shards: {n}")
     return list(sizes.values()), jobs

@@ -167,30 +167,45 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
     return summary
 
 
-def cap_identification(manifest: pd.DataFrame, max_per_emotion: int | None, seed: int
-                       ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """At most `max_per_emotion` identification utterances per emotion (all evaluation ones): what capture stores.
+def cap_split(manifest: pd.DataFrame, split: str, max_per_emotion: int | None, seed: int
+              ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """At most `max_per_emotion` utterances of `split` per emotion (the other splits' rows all kept).
 
-    The identification-size sweep shows how few clips a selection needs; the cap keeps a 100k-clip corpus's
-    store to what is used. Drawn without replacement by `default_rng(seed)`, one permutation per emotion (in
-    sorted emotion order) over its candidates in utterance-id order, so the draw depends on the seed and the
-    manifest's content only. An emotion with fewer clips keeps them all. Rows keep the manifest's order.
-    Returns the kept rows and their record for the store's attributes (`max_per_emotion`, and the
-    identification clips kept per emotion as JSON).
+    Capture caps the identification split (the identification-size sweep shows how few clips a selection needs;
+    the cap keeps a 100k-clip corpus's store to what is used); the model jobs cap the evaluation split
+    (`evaluation_clips`) where every (clip, condition) row is a forward pass. Drawn without replacement by
+    `default_rng(seed)`, one permutation per emotion (in sorted emotion order) over its candidates in
+    utterance-id order, so the draw depends on the seed and the manifest's content only. An emotion with fewer
+    clips keeps them all. Rows keep the manifest's order. Returns the kept rows and their record for a store's
+    attributes (`max_per_emotion`, and `<split>_per_emotion`: the clips kept per emotion as JSON).
     """
     if max_per_emotion is not None and max_per_emotion < 1:
         raise ValueError(f"max_per_emotion must be a positive count or null, not {max_per_emotion}")
     if max_per_emotion is not None:
         rng = np.random.default_rng(seed)
-        keep = manifest["split"] != "identification"
-        ident = manifest[~keep]
-        for emotion in sorted(ident["emotion"].unique()):
-            ids = np.sort(ident.loc[ident["emotion"] == emotion, "utterance_id"].to_numpy(dtype=object))
+        keep = manifest["split"] != split
+        candidates = manifest[~keep]
+        for emotion in sorted(candidates["emotion"].unique()):
+            ids = np.sort(candidates.loc[candidates["emotion"] == emotion, "utterance_id"].to_numpy(dtype=object))
             keep |= manifest["utterance_id"].isin(ids[rng.permutation(len(ids))[:max_per_emotion]])
         manifest = manifest[keep]
-    kept = manifest.loc[manifest["split"] == "identification", "emotion"].value_counts().sort_index()
+    kept = manifest.loc[manifest["split"] == split, "emotion"].value_counts().sort_index()
     return manifest, {"max_per_emotion": str(max_per_emotion),
-                      "identification_per_emotion": json.dumps({str(k): int(v) for k, v in kept.items()})}
+                      f"{split}_per_emotion": json.dumps({str(k): int(v) for k, v in kept.items()})}
+
+
+def cap_identification(manifest: pd.DataFrame, max_per_emotion: int | None, seed: int
+                       ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """What capture stores: at most `max_per_emotion` identification clips per emotion, every evaluation clip."""
+    return cap_split(manifest, "identification", max_per_emotion, seed)
+
+
+def evaluation_clips(manifest: pd.DataFrame, max_per_emotion: int | None, seed: int) -> pd.DataFrame:
+    """The clips a model job evaluates (intervention, knockout, lens, steering): the evaluation split, at most
+    `max_per_emotion` per emotion (`intervention.max_per_emotion`; null = all) drawn as `cap_split` draws, so
+    every job of a study evaluates the same clips."""
+    capped, _ = cap_split(manifest, "evaluation", max_per_emotion, seed)
+    return capped[capped["split"] == "evaluation"]
 
 
 def load_manifest(corpus_dir: str | Path) -> pd.DataFrame:

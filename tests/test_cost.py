@@ -42,14 +42,16 @@ def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter
                                 random_draws=plan.config["intervention"]["random_draws"])
     counted = [study_conditions(plan, s) for s in plan.studies]
     assert counted == [built(plan, s, selection) for s in plan.studies]
-    assert counted[0] == 441 and counted[1] == 41  # the README's "441 conditions × 160 clips" of the swept study
+    assert counted[0] == 321 and counted[1] == 41  # the README's "321 conditions × 96 clips" of the swept study
     sizes, jobs = cost_plan(plan, "cpu")
     assert {(s.corpus, s.identification, s.evaluation, s.source) for s in sizes} == {
         ("synthetic", 480, 160, "generated"), ("telephone", 480, 160, "generated")}
     intervene = [j for j in jobs if j.rule == "intervene"]
     assert [j.conditions for j in intervene] == counted and all(j.rows == j.clips * j.conditions for j in intervene)
+    cap = plan.config["intervention"]["max_per_emotion"]  # evaluated clips: 4 emotions x the cap (of 160)
+    evaluated = min(160, 4 * cap) if cap else 160
     block = plan.config["intervention"]["block_size"]
-    assert [j.clips for j in intervene] == [max(sum(map(len, shard_blocks(160, block, k, j.shards)))
+    assert [j.clips for j in intervene] == [max(sum(map(len, shard_blocks(evaluated, block, k, j.shards)))
                                                 for k in range(j.shards)) for j in intervene]
     assert all(not j.fix for j in jobs)  # the default fits its limits everywhere
 

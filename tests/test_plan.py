@@ -26,7 +26,7 @@ def test_the_default_plan():
     assert config == given  # the config is read, never rewritten
     assert plan.population == ()
     assert plan.models["organism"]["system_prompt"] == ""  # an organism is loaded as trained: no system turn
-    assert plan.variants() == ["all", "n10s0", "n50s0", "correct"]
+    assert plan.variants() == ["all", "n10s0", "correct"]
     # the sweeps run where a study identifies and evaluates on one corpus, unless the study says otherwise
     assert [plan.sweeps(s) for s in plan.studies] == [True, False, False, False, False]
     assert plan.main_studies() == [("organism", "synthetic", "synthetic", True),

@@ -12,7 +12,7 @@ from conftest import make_tiny_adapter
 from esn import planted, store
 from esn import selectors as S
 from esn.capture import capture
-from esn.prepare import cap_identification
+from esn.prepare import cap_identification, evaluation_clips
 
 GROUPS = ["audio", "prompt", "last"]
 #: The agreement a float16 store must reach with float32 for float16 to be the default (every selector × emotion).
@@ -139,6 +139,20 @@ def test_cap_is_exact_per_emotion_deterministic_and_leaves_evaluation_alone():
     assert whole is m and none["max_per_emotion"] == "None"
     with pytest.raises(ValueError, match="positive"):
         cap_identification(m, 0, seed=7)
+
+
+def test_evaluation_cap_keeps_only_evaluation_clips_at_most_n_per_emotion():
+    """`intervention.max_per_emotion`: what every model job of a corpus evaluates (the same clips for each)."""
+    m = _manifest({"neutral": 4, "happy": 4, "sad": 4, "angry": 4}, evaluation=6)
+    clips = evaluation_clips(m, 4, seed=0)
+    assert (clips["split"] == "evaluation").all()
+    assert clips["emotion"].value_counts().to_dict() == {"neutral": 4, "happy": 4, "sad": 4, "angry": 4}
+    assert set(evaluation_clips(m.sample(frac=1, random_state=1), 4, seed=0)["utterance_id"]) == set(
+        clips["utterance_id"])
+    assert set(evaluation_clips(m, 4, seed=1)["utterance_id"]) != set(clips["utterance_id"])
+    whole = evaluation_clips(m, None, seed=0)
+    assert len(whole) == 24 and (whole["split"] == "evaluation").all()
+    assert len(evaluation_clips(m, 10, seed=0)) == 24  # fewer clips than the cap: all of them
 
 
 def test_store_attributes_record_dtype_and_cap(tiny_adapter, tiny_manifest, tmp_path):

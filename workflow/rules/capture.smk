@@ -12,6 +12,7 @@ rule capture:
         device=PLAN.config["device"],
         config_hash=lambda wc: PLAN.config_hash(wc.model, wc.corpus),
     threads: model_threads
+    priority: 30   # the critical chain (capture -> select -> intervene) first; figures fill the gaps
     resources:
         gpu=model_gpu,
     log:
@@ -29,6 +30,7 @@ rule merge_shards:
         shards=shard_stores,
     output:
         directory("results/activations/{model}/{corpus}.zarr"),
+    priority: 30
     log:
         "logs/merge_shards/{model}/{corpus}.log",
     conda:

@@ -20,6 +20,7 @@ rule intervene:
         device=PLAN.config["device"],
         partial="results/interventions/{model}/{id_corpus}/{eval_corpus}.shards/{shard}-of-{n}.partial",
     threads: model_threads
+    priority: 10
     resources:
         gpu=model_gpu,
     log:

@@ -11,6 +11,7 @@ rule select:
         variants=PLAN.variants(),
         seed=PLAN.config["seed"],
         random_draws=PLAN.config["intervention"]["random_draws"],
+    priority: 20
     log:
         "logs/select/{model}/{id_corpus}/{selector}.log",
     conda:

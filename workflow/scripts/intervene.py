@@ -4,7 +4,7 @@ import torch
 
 from esn.interventions import discard_partial, evaluate, knockout_conditions, selection_conditions
 from esn.models import load_adapter
-from esn.prepare import load_manifest
+from esn.prepare import evaluation_clips, load_manifest
 from esn.selectors import open_selection
 from esn.tables import write_table
 from esn.workflow import setup_logging
@@ -13,7 +13,7 @@ log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 spec, cfg = snakemake.params.model, snakemake.params.intervention
 manifest = load_manifest(Path(snakemake.input.manifest).parent)
-manifest = manifest[manifest["split"] == "evaluation"]
+manifest = evaluation_clips(manifest, cfg["max_per_emotion"], snakemake.config["seed"])
 labels = snakemake.config["corpora"][snakemake.wildcards.eval_corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 if snakemake.rule == "knockout":

@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from esn.models import load_adapter
-from esn.prepare import load_manifest
+from esn.prepare import evaluation_clips, load_manifest
 from esn.selectors import open_selection, selected_mask
 from esn.steering import mean_difference, residual_statistics, steer_table, steering_conditions
 from esn.tables import write_table
@@ -17,7 +17,7 @@ wc = snakemake.wildcards
 ident = load_manifest(Path(snakemake.input.id_manifest).parent)
 ident = ident[ident["split"] == "identification"]
 evaluation = load_manifest(Path(snakemake.input.manifest).parent)
-evaluation = evaluation[evaluation["split"] == "evaluation"]
+evaluation = evaluation_clips(evaluation, cfg["max_per_emotion"], snakemake.config["seed"])
 labels = snakemake.config["corpora"][wc.eval_corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
 layer = adapter.n_layers // 2 if steering["layer"] is None else steering["layer"]
