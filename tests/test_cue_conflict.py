@@ -68,11 +68,12 @@ def test_a_neutral_content_corpus_has_no_cue_columns(tmp_path) -> None:
 
 
 def hand_table() -> pd.DataFrame:
-    """Two speakers; cells (happy words, sad prosody) and (sad, sad) with known answers."""
+    """Two speakers; cells (happy words, sad prosody), (sad, sad) and (angry, sad) with known answers."""
     rows = [  # speaker, lexical, prosodic, predicted
         ("a", "happy", "sad", "sad"), ("a", "happy", "sad", "happy"), ("a", "happy", "sad", "angry"),
         ("b", "happy", "sad", "sad"), ("b", "happy", "sad", "sad"),
         ("a", "sad", "sad", "sad"), ("b", "sad", "sad", "neutral"),
+        ("a", "angry", "sad", "happy"), ("b", "angry", "sad", "sad"),
     ]
     return pd.DataFrame({"utterance_id": [f"u{i}" for i in range(len(rows))], "speaker": [r[0] for r in rows],
                          "lexical_emotion": [r[1] for r in rows], "emotion": [r[2] for r in rows],
@@ -89,7 +90,14 @@ def test_the_shares_are_a_hand_count() -> None:
     assert cell.loc["prosody", "clips"] == 5 and cell.loc["prosody", "speakers"] == 2
     congruent = summary.loc[("cell", "sad", "sad")]
     assert congruent.loc["prosody", "share"] == congruent.loc["words", "share"] == pytest.approx(1 / 2)
-    assert summary.loc[("incongruent", "all", "all", "prosody"), "share"] == pytest.approx(3 / 5)
+    # words by chance: how often "happy" is answered to sad prosody when the words say a third emotion (angry)
+    assert cell.loc["words_by_chance", "share"] == pytest.approx(1 / 2)
+    assert summary.loc[("cell", "angry", "sad", "words_by_chance"), "share"] == pytest.approx(1 / 5)
+    assert ("cell", "sad", "sad", "words_by_chance") not in summary.index  # cues agree: no chance level
+    assert summary.loc[("incongruent", "all", "all", "prosody"), "share"] == pytest.approx(4 / 7)
+    assert summary.loc[("incongruent", "all", "all", "words"), "share"] == pytest.approx(1 / 7)
+    assert summary.loc[("incongruent", "all", "all", "words_by_chance"), "share"] == pytest.approx(
+        (5 * 1 / 2 + 2 * 1 / 5) / 7)
     assert summary.loc[("congruent", "all", "all", "neither"), "share"] == pytest.approx(1 / 2)
     # speaker-level intervals: speaker a follows prosody 1/3, speaker b 2/2; resamples lie between
     lo, hi = cell.loc["prosody", ["lo", "hi"]]

@@ -23,7 +23,7 @@ def plot_cue_conflict(summary: pd.DataFrame, out: Sequence[PathLike], *, title: 
     """Share of answers following the prosody (left) and the words (right) per (lexical, prosodic) cell."""
     cells = summary[summary["scope"] == "cell"]
     order = _emotion_order(set(cells["lexical_emotion"]) | set(cells["prosodic_emotion"]))
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.6 * len(order), 0.9 + 0.7 * len(order)), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(2.4 + 1.35 * len(order), 1.5 + 0.75 * len(order)), layout="constrained")
     for ax, cue, what in zip(axes, ("prosody", "words"), ("the prosody", "the words")):
         part = cells[cells["cue"] == cue]
         grid = part.pivot(index="lexical_emotion", columns="prosodic_emotion", values="share")
@@ -46,7 +46,8 @@ def plot_cue_conflict(summary: pd.DataFrame, out: Sequence[PathLike], *, title: 
     sub = "Cue conflict: words of one emotion spoken with another's prosody (95 % intervals, " + unit + "s resampled)"
     if len(pooled):
         sub += (f"\nincongruent clips: prosody {100 * pooled.get('prosody', np.nan):.0f}%, "
-                f"words {100 * pooled.get('words', np.nan):.0f}%, neither {100 * pooled.get('neither', np.nan):.0f}%")
+                f"words {100 * pooled.get('words', np.nan):.0f}% (by chance "
+                f"{100 * pooled.get('words_by_chance', np.nan):.0f}%), neither {100 * pooled.get('neither', np.nan):.0f}%")
     _suptitle(fig, title, sub)
     save(fig, out)
 
