@@ -60,7 +60,7 @@ def test_default_config_plans(tmp_path):
     proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
                      "--configfile", str(ROOT / "config" / "config.yaml"), check=True)
     for rule in ("prepare_corpus", "assemble_organism", "capture", "merge_shards", "select", "intervene", "knockout",
-                 "metrics", "browser"):
+                 "metrics", "browser", "cue_conflict", "figure_cue_conflict"):
         assert rule in proc.stdout
     assert "train_organism" not in proc.stdout  # the default organism ships (resources/organism)
 
