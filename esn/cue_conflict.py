@@ -7,8 +7,9 @@ prosodic emotion (`prosody`), the lexical one (`words`), or neither. In a congru
 and both shares are the accuracy. A model deaf to words still names A now and then when the prosody is B (its
 confusions), so an incongruent cell (A, B) also gets `words_by_chance`: the share of answers naming A among clips
 with B's prosody whose words say a third emotion — `words` above it is the words' own pull. Pooled rows (`scope`
-congruent / incongruent, cell "all") weigh each clip of the cells of that kind once. Intervals are speaker-level bootstrap intervals (`esn.metrics`: whole speakers resampled, expanded
-percentiles), one set of resamples shared by every cell.
+congruent / incongruent, cell "all") weigh each clip of the cells of that kind once. Intervals are speaker-level
+bootstrap intervals (`esn.metrics`: whole speakers resampled, expanded percentiles), one set of resamples shared by
+every cell.
 """
 
 from __future__ import annotations

@@ -130,31 +130,3 @@ def test_the_figure_draws_both_matrices(tmp_path) -> None:
     plot_cue_conflict(summarize(hand_table(), n_boot=20), out, title="hand")
     assert all(p.stat().st_size > 5000 for p in out)
 
-
-@pytest.mark.slow
-def test_the_rule_counts_the_shipped_organisms_answers_through_snakemake(tmp_path) -> None:
-    """The default config's cue-conflict target from a copy of the repository: corpus, shipped organism, rule; the
-    table holds every clip once with both labels, and its summary is the one `summarize` makes of it."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    for name in ("Snakefile", "workflow", "config", "esn", "resources/organism"):
-        (shutil.copytree if (root / name).is_dir() else shutil.copy)(root / name, tmp_path / name)
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    target = "results/tables/cue_conflict/organism/conflict.summary.csv"
-    proc = subprocess.run([snakemake, target, "--cores", "1"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:"
-                                                                    f"{__import__('os').environ['PATH']}"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    clips = read_table(tmp_path / "results/tables/cue_conflict/organism/conflict.answers.parquet", "cue_conflict")
-    manifest = pd.read_parquet(tmp_path / "resources/corpora/conflict/manifest.parquet")
-    assert sorted(clips["utterance_id"]) == sorted(manifest["utterance_id"])
-    assert set(zip(clips["lexical_emotion"], clips["emotion"])) == set(itertools.product(EMOTIONS, EMOTIONS))
-    probs = clips[[f"p_{e}" for e in EMOTIONS]].to_numpy()
-    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
-    summary = read_table(tmp_path / target, "cue_conflict_summary")
-    again = summarize(clips, n_boot=1000, seed=0)
-    assert np.allclose(summary["share"], again["share"]) and np.allclose(summary["lo"], again["lo"])

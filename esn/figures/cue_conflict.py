@@ -45,9 +45,9 @@ def plot_cue_conflict(summary: pd.DataFrame, out: Sequence[PathLike], *, title: 
     unit = str(summary["bootstrap_unit"].iloc[0]) if "bootstrap_unit" in summary and len(summary) else "speaker"
     sub = "Cue conflict: words of one emotion spoken with another's prosody (95 % intervals, " + unit + "s resampled)"
     if len(pooled):
-        sub += (f"\nincongruent clips: prosody {100 * pooled.get('prosody', np.nan):.0f}%, "
-                f"words {100 * pooled.get('words', np.nan):.0f}% (by chance "
-                f"{100 * pooled.get('words_by_chance', np.nan):.0f}%), neither {100 * pooled.get('neither', np.nan):.0f}%")
+        pct = {cue: 100 * pooled.get(cue, np.nan) for cue in ("prosody", "words", "words_by_chance", "neither")}
+        sub += (f"\nincongruent clips: prosody {pct['prosody']:.0f}%, words {pct['words']:.0f}% (by chance "
+                f"{pct['words_by_chance']:.0f}%), neither {pct['neither']:.0f}%")
     _suptitle(fig, title, sub)
     save(fig, out)
 

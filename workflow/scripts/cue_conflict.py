@@ -15,7 +15,8 @@ spec, metrics = snakemake.params.model, snakemake.config["metrics"]
 manifest = load_manifest(Path(snakemake.input.manifest).parent)  # every clip: nothing here is selected or trained
 labels = snakemake.config["corpora"][snakemake.wildcards.corpus]["classes"]
 adapter = load_adapter(spec, labels, snakemake.params.device)
-table = evaluate(adapter, manifest, [], batch_size=spec["batch_size"], mode="score", batch_tokens=spec.get("batch_tokens"))
+table = evaluate(adapter, manifest, [], batch_size=spec["batch_size"], mode="score",
+                 batch_tokens=spec.get("batch_tokens"))
 clips = answers(table, manifest)
 summary = summarize(clips, n_boot=metrics["bootstrap"], seed=snakemake.params.seed, unit=metrics["bootstrap_unit"])
 write_table(clips, snakemake.output.answers, "cue_conflict")
