@@ -52,6 +52,9 @@ def grow_population(config: dict) -> list[str]:
     config["studies"] = [({**s, "model": m} if i == 0 else {**s, "model": m, "sweeps": False})
                          for s in config["studies"]
                          for i, m in (enumerate(members) if s["model"] == name else [(0, s["model"])])]
+    cue = config.get("cue_conflict") or {}
+    if name in cue.get("models", []):  # the cue-conflict check runs on every organism of the population
+        cue["models"] = [m for model in cue["models"] for m in (members if model == name else [model])]
     return members
 
 
@@ -304,7 +307,7 @@ class Plan:
                 + [f"results/tables/transfer/{m}.csv" for m in models]
                 + [f"results/figures/{m}/{kind}.{ext}" for m in self.organism_models() if self.has_figures(m)
                    for kind in per_organism for ext in ("pdf", "png")]
-                + [f"results/figures/{m}/{kind}/{c}.{ext}" for m, c in self.cue_conflict_pairs()
+                + [f"results/figures/{m}/{kind}/{c}.{ext}" for m, c in self.cue_conflict_pairs() if self.has_figures(m)
                    for kind, f in FIGURES.items() if f.scope == "cue_conflict" for ext in ("pdf", "png")])
 
     # --- cue conflict -----------------------------------------------------------------------------------
