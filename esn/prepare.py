@@ -2,7 +2,8 @@
 
 Kept utterances are decoded, mixed to mono, resampled to 16 kHz and written as 16-bit FLAC under
 `<out>/audio/`; `manifest.parquet` lists them with their split and the rule that made it (`split_rule`: the
-seeded speaker hash, or with `split: official` the corpus' published split), `quarantine.csv` lists the rest with
+seeded speaker hash, or with `split: official` the corpus' published split; a cue-conflict corpus adds
+`lexical_emotion` and `text`, `CUE_COLUMNS`), `quarantine.csv` lists the rest with
 the reason, and `summary.json` holds counts that reconcile (found = kept + quarantined + excluded).
 """
 
