@@ -10,7 +10,7 @@ out=benchmarks/out/cue_conflict_cost.txt
 sm() { snakemake "$@" --cores 1 --directory "$work" -s Snakefile --configfile "$PWD/config/config.yaml" -q; }
 sm resources/models/organism/model.safetensors >/dev/null
 {
-  echo "# $(date -u +%FT%TZ) $(nproc) cores; CPU = user + sys seconds of snakemake and its job; job = forced - dry"
+  echo "# $(date -u +%FT%TZ) $(nproc --all) cores; CPU = user + sys seconds of snakemake and its job; job = forced - dry"
   for pair in "resources/corpora/conflict/manifest.parquet prepare_corpus" \
               "results/tables/cue_conflict/organism/conflict.summary.csv cue_conflict" \
               "results/figures/organism/cue_conflict/conflict.png figure_cue_conflict"; do
