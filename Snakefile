@@ -23,6 +23,7 @@ include: "workflow/rules/steer.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/browser.smk"
 include: "workflow/rules/population.smk"
+include: "workflow/rules/cue_conflict.smk"
 
 
 rule all:

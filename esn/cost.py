@@ -121,7 +121,8 @@ def corpus_size(name: str, spec: dict[str, Any], root: Path, scale: dict[str, in
     if spec["reader"] in GENERATED_READERS:  # generated: counted from its options, nothing synthesised
         defaults = {k: p.default for k, p in inspect.signature(read).parameters.items()}
         per = {k: options.get(k, defaults[k]) for k in ("speakers", "per_speaker_emotion")}
-        return split(per["speakers"] * per["per_speaker_emotion"] * len(spec["classes"]), "generated")
+        pairs = len(spec["classes"]) if options.get("content") == "conflict" else 1  # every (lexical, prosodic) pair
+        return split(per["speakers"] * per["per_speaker_emotion"] * len(spec["classes"]) * pairs, "generated")
     classes = set(spec["classes"])
     n = sum(1 for c in read(Path(spec["path"]), **options) if c.problem is None and c.emotion in classes)
     return split(n, "listed (before preparation)")

@@ -52,6 +52,9 @@ def grow_population(config: dict) -> list[str]:
     config["studies"] = [({**s, "model": m} if i == 0 else {**s, "model": m, "sweeps": False})
                          for s in config["studies"]
                          for i, m in (enumerate(members) if s["model"] == name else [(0, s["model"])])]
+    cue = config.get("cue_conflict") or {}
+    if name in cue.get("models", []):  # the cue-conflict check runs on every organism of the population
+        cue["models"] = [m for model in cue["models"] for m in (members if model == name else [model])]
     return members
 
 
@@ -98,6 +101,18 @@ def check_and_complete(config: dict) -> None:
                 raise ValueError(f"config models.{name}: an organism entry on {model['path']!r} like models.{other}, "
                                  f"but with another {', '.join(k for k in shapes if shapes[k] != other_shapes[k])}: "
                                  f"entries on one organism must agree on what trains it")
+    cue = config.get("cue_conflict") or {}
+    if cue.get("corpus") is not None:
+        if cue["corpus"] not in config["corpora"]:
+            raise ValueError(f"config cue_conflict.corpus: {cue['corpus']!r} is not a key of corpora "
+                             f"(known: {sorted(config['corpora'])})")
+        if (config["corpora"][cue["corpus"]].get("options") or {}).get("content") != "conflict":
+            raise ValueError(f"config cue_conflict.corpus: corpora.{cue['corpus']} records no lexical emotion; give it "
+                             "reader: spoken with options: {content: conflict}")
+        for m in cue.get("models", []):
+            if m not in config["models"]:
+                raise ValueError(f"config cue_conflict.models: {m!r} is not a key of models "
+                                 f"(known: {sorted(config['models'])})")
     if config["intervention"]["fraction"] not in config["intervention"]["fractions"]:
         config["intervention"]["fractions"] = sorted(set(config["intervention"]["fractions"]) |
                                                      {config["intervention"]["fraction"]})
@@ -291,7 +306,20 @@ class Plan:
                    for ext in ("pdf", "png")]
                 + [f"results/tables/transfer/{m}.csv" for m in models]
                 + [f"results/figures/{m}/{kind}.{ext}" for m in self.organism_models() if self.has_figures(m)
-                   for kind in per_organism for ext in ("pdf", "png")])
+                   for kind in per_organism for ext in ("pdf", "png")]
+                + [f"results/figures/{m}/{kind}/{c}.{ext}" for m, c in self.cue_conflict_pairs() if self.has_figures(m)
+                   for kind, f in FIGURES.items() if f.scope == "cue_conflict" for ext in ("pdf", "png")])
+
+    # --- cue conflict -----------------------------------------------------------------------------------
+
+    def cue_conflict_pairs(self) -> list[tuple[str, str]]:
+        """(model, corpus) of the cue-conflict check (`cue_conflict`: which cue each model's answers follow)."""
+        block = self.config.get("cue_conflict") or {}
+        return [(m, block["corpus"]) for m in block.get("models", [])] if block.get("corpus") else []
+
+    def cue_conflict_tables(self) -> list[str]:
+        return [f"results/tables/cue_conflict/{m}/{c}.{name}" for m, c in self.cue_conflict_pairs()
+                for name in ("answers.parquet", "summary.csv")]
 
     # --- population -------------------------------------------------------------------------------------
 
@@ -340,6 +368,7 @@ class Plan:
             *self.figures(),
             *[browser_site(m, c) for m, c in self.identification_pairs() if self.has_figures(m)],
             *self.population_targets(),
+            *self.cue_conflict_tables(),
         ]
 
     def library(self, script: str, wildcards: Mapping[str, str]) -> list[str]:

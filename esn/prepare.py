@@ -2,7 +2,8 @@
 
 Kept utterances are decoded, mixed to mono, resampled to 16 kHz and written as 16-bit FLAC under
 `<out>/audio/`; `manifest.parquet` lists them with their split and the rule that made it (`split_rule`: the
-seeded speaker hash, or with `split: official` the corpus' published split), `quarantine.csv` lists the rest with
+seeded speaker hash, or with `split: official` the corpus' published split; a cue-conflict corpus adds
+`lexical_emotion` and `text`, `CUE_COLUMNS`), `quarantine.csv` lists the rest with
 the reason, and `summary.json` holds counts that reconcile (found = kept + quarantined + excluded).
 """
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["utterance_id", "path", "emotion", "speaker", "corpus", "split", "duration_s",
                     "sample_rate", "source", "source_rate", "source_channels", "raw_label", "split_rule"]
+#: Columns a manifest also has when its reader records them: the emotion a clip's words say and the words
+#: (cue-conflict corpora, `esn.corpora.spoken`; there `emotion` is the prosodic emotion).
+CUE_COLUMNS = ["lexical_emotion", "text"]
 SPLITS = ("identification", "evaluation")
 #: How a manifest's split was made (column `split_rule`): the seeded speaker hash, or the corpus' published split.
 SPLIT_RULES = ("speaker_hash", "official")
@@ -137,9 +141,11 @@ def prepare_corpus(name: str, reader: str, path: str | Path | None, out_dir: str
                      "speaker": None if c.speaker is None else f"{name}:{c.speaker}", "corpus": name,
                      "split": split, "duration_s": wave.size / audio.SAMPLE_RATE,
                      "sample_rate": audio.SAMPLE_RATE, "source": where, "source_rate": rate,
-                     "source_channels": channels, "raw_label": c.raw_label, "split_rule": options.split})
+                     "source_channels": channels, "raw_label": c.raw_label, "split_rule": options.split,
+                     **({k: c.extra[k] for k in CUE_COLUMNS} if "lexical_emotion" in c.extra else {})})
 
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    cues = [k for k in CUE_COLUMNS if any(k in r for r in rows)]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + cues)
     if len(manifest) and official is None:
         manifest["split"] = assign_splits(manifest["speaker"], manifest["utterance_id"],
                                           options.evaluation_fraction, options.seed)

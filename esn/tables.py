@@ -57,7 +57,8 @@ COLUMN_TYPES: dict[str, type] = {
     "draw": int, "utterance_id": str, "emotion": str, "predicted": str, "speaker": str, "class": str,
     "statistic": str, "strategy": str, "selector": str, "identify": str, "evaluate": str, "corpus": str,
     "organism": str, "bootstrap_unit": str, "scoring": str, "emotion_a": str, "emotion_b": str, "selector_a": str,
-    "selector_b": str, "variant_a": str, "variant_b": str,
+    "selector_b": str, "variant_a": str, "variant_b": str, "lexical_emotion": str, "prosodic_emotion": str,
+    "cue": str, "scope": str, "text": str,
 }
 
 _STUDY = ("identify", "evaluate", "selector")
@@ -86,6 +87,10 @@ TABLES: dict[str, tuple[str, ...]] = {
                     "recall_hi"),
     "lens_resolution": ("selector", "mode", "target", "control", "fraction", "class", "resolution_layer"),
     "steering_vectors": ("selector", "emotion", "layer", "fraction"),
+    # cue conflict (esn/cue_conflict.py): per clip the unmodified answer, with both labels; per cell the shares
+    "cue_conflict": ("utterance_id", "speaker", "lexical_emotion", "emotion", "text", "predicted"),
+    "cue_conflict_summary": ("scope", "lexical_emotion", "prosodic_emotion", "cue", "share", "lo", "hi", "clips",
+                             "speakers"),
 }
 #: where a kind types a column otherwise than `COLUMN_TYPES`: a population claim about no layer has none (NaN)
 KIND_TYPES: dict[str, dict[str, type]] = {"population_summary": {"layer": float}}

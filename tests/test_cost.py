@@ -45,7 +45,8 @@ def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter
     assert counted[0] == 321 and counted[1] == 41  # the README's "321 conditions × 96 clips" of the swept study
     sizes, jobs = cost_plan(plan, "cpu")
     assert {(s.corpus, s.identification, s.evaluation, s.source) for s in sizes} == {
-        ("synthetic", 480, 160, "generated"), ("telephone", 480, 160, "generated")}
+        ("synthetic", 480, 160, "generated"), ("telephone", 480, 160, "generated"),
+        ("conflict", 45, 19, "generated")}  # cue conflict: 4 speakers x 16 (lexical, prosodic) pairs x 1 sentence
     intervene = [j for j in jobs if j.rule == "intervene"]
     assert [j.conditions for j in intervene] == counted and all(j.rows == j.clips * j.conditions for j in intervene)
     cap = plan.config["intervention"]["max_per_emotion"]  # evaluated clips: 4 emotions x the cap (of 160)

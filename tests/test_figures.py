@@ -339,7 +339,7 @@ def figure_rules() -> dict[str, str]:
     """figure kind -> its caption's name, from the registry the figure rules are generated from."""
     from esn.figures import FIGURES
 
-    assert len(FIGURES) == 14, list(FIGURES)
+    assert len(FIGURES) == 15, list(FIGURES)
     return {kind: kind for kind in FIGURES}
 
 
@@ -351,9 +351,10 @@ def test_every_kind_has_a_drawing_a_caption_and_a_rule():
     for kind, spec in FIGURES.items():
         assert callable(spec.draw) and callable(getattr(F, f"plot_{kind}")), kind
         assert (ROOT / "workflow/report" / f"{kind}.rst").is_file(), kind
-        assert spec.scope in ("study", "model", "organism", "population") and spec.inputs, kind
+        assert spec.scope in ("study", "model", "organism", "population", "cue_conflict") and spec.inputs, kind
         assert all(source.split(":")[0] in ("study", "neurons", "knockout", "transfer", "organism_metrics",
-                                            "population", "lens", "steering") for source in spec.inputs.values()), kind
+                                            "population", "lens", "steering", "cue_conflict")
+                   for source in spec.inputs.values()), kind
 
 
 def test_which_figures_a_study_gets_follows_the_config():
@@ -385,7 +386,7 @@ def test_captions_render():
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
     params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,
                              id_seeds=SEEDS, organism={"steps": 900, "layers": 3, "mlp": 1024, "knockout_weight": 0.5})
-    wildcards = SimpleNamespace(model="organism", id_corpus="synthetic", eval_corpus="synthetic")
+    wildcards = SimpleNamespace(model="organism", id_corpus="synthetic", eval_corpus="synthetic", corpus="conflict")
     snakemake = SimpleNamespace(config=config, params=params, input=SimpleNamespace(metrics="m/metrics.json"),
                                 wildcards=wildcards)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)

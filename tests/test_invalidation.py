@@ -142,9 +142,9 @@ def test_every_job_lists_exactly_the_library_its_script_imports(scratch):
         checked += 1
     assert checked == len(jobs) - 1  # all but rule `all`
     # the case that motivated this: OOM splitting is used by capture and intervention (and the lens and steering,
-    # whose tables module esn/lens.py the lens tables import too)
+    # whose tables module esn/lens.py the lens tables import too, and the cue-conflict check's answer step)
     batching = {j["rule"] for j in jobs if str(work / "esn/batching.py") in j["input"]}
-    assert batching == {"capture", "intervene", "knockout", "lens", "lens_tables", "steer"}
+    assert batching == {"capture", "intervene", "knockout", "lens", "lens_tables", "steer", "cue_conflict"}
 
 
 def _downstream(jobs: list[dict], seeds: list[int]) -> set[int]:

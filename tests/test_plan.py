@@ -92,6 +92,7 @@ def test_a_population_is_one_model_per_organism():
     targets = plan.targets()
     assert not [t for t in targets if any(f"/{m}/" in t for m in rest) and ("figures" in t or "browser" in t)]
     assert "results/tables/population/organism/summary.csv" in targets
+    assert plan.cue_conflict_pairs() == [(m, "conflict") for m in plan.population]  # each organism answers
     grown = [s for s in config["studies"] if s["model"] == "organism"]
     assert len(plan.population_keys()) == len(seeds) * len(grown) * len(plan.selectors)
     # an entry on the default checkpoint that the population does not grow (the encoder site) stays one model

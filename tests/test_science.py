@@ -249,3 +249,31 @@ def test_changing_a_selector_option_reruns_only_what_depends_on_it(default_run, 
     jobs = {line.split()[0] for line in out.split("Job stats:")[1].split("\n\n")[0].splitlines()[2:] if line.strip()}
     assert "select" in jobs and "intervene" in jobs and "metrics" in jobs
     assert not jobs & {"prepare_corpus", "train_organism", "capture", "merge_shards", "knockout"}, jobs
+
+
+def test_cue_conflict_answers_follow_the_prosody_the_organism_was_trained_on(default_run):
+    """The default's cue-conflict check on the shipped organism: every clip of the conflict corpus once, with both
+    labels; the summary is `summarize` of the clips; trained on prosody, the organism names the prosodic emotion
+    above chance in congruent and incongruent cells alike (the words' pull is reported, not asserted)."""
+    import itertools
+
+    import numpy as np
+
+    from esn.cue_conflict import summarize
+    from esn.tables import read_table
+
+    clips = read_table(default_run / "results/tables/cue_conflict/organism/conflict.answers.parquet", "cue_conflict")
+    manifest = pd.read_parquet(default_run / "resources/corpora/conflict/manifest.parquet")
+    emotions = ["neutral", "happy", "sad", "angry"]
+    assert sorted(clips["utterance_id"]) == sorted(manifest["utterance_id"])
+    assert set(zip(clips["lexical_emotion"], clips["emotion"])) == set(itertools.product(emotions, emotions))
+    assert np.allclose(clips[[f"p_{e}" for e in emotions]].sum(axis=1), 1, atol=1e-4)
+    summary = read_table(default_run / "results/tables/cue_conflict/organism/conflict.summary.csv",
+                         "cue_conflict_summary")
+    config = yaml.safe_load((default_run / "config/config.yaml").read_text())
+    again = summarize(clips, n_boot=config.get("metrics", {}).get("bootstrap", 1000), seed=config["seed"])
+    assert np.allclose(summary["share"], again["share"]) and np.allclose(summary["lo"], again["lo"], equal_nan=True)
+    pooled = summary[summary["scope"] != "cell"].set_index(["scope", "cue"])
+    print(pooled[["share", "lo", "hi"]].round(3).to_string())
+    assert pooled.loc[("congruent", "prosody"), "lo"] > 0.25
+    assert pooled.loc[("incongruent", "prosody"), "lo"] > 0.25

@@ -44,6 +44,7 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
     (lambda c: c.update(browser={"top_neuron": 5}), "top_neuron"),
     (lambda c: c["models"]["organism"].update(system_prompt="You are Qwen."), "system_prompt"),
     (lambda c: c["corpora"]["synthetic"].update(split="official"), "corpora.synthetic.split"),
+    (lambda c: c["cue_conflict"].update(corpus="synthetic"), "cue_conflict.corpus"),  # records no lexical emotion
 ])
 def test_malformed_config_fails_before_any_job_naming_the_key(tmp_path, mutate, needle):
     cfg = default_config()
@@ -60,7 +61,7 @@ def test_default_config_plans(tmp_path):
     proc = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
                      "--configfile", str(ROOT / "config" / "config.yaml"), check=True)
     for rule in ("prepare_corpus", "assemble_organism", "capture", "merge_shards", "select", "intervene", "knockout",
-                 "metrics", "browser"):
+                 "metrics", "browser", "cue_conflict", "figure_cue_conflict"):
         assert rule in proc.stdout
     assert "train_organism" not in proc.stdout  # the default organism ships (resources/organism)
 

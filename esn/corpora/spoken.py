@@ -6,6 +6,11 @@ words). Speakers are espeak-ng voices (accents) × variants (voice timbres) with
 rate, so emotion has to be told apart from speaker. The intensity knob and the channels (studio,
 telephone) are those of the synthetic corpus (`esn.corpora.synthetic`). Every clip is drawn from a
 generator seeded by (seed, utterance id): the corpus is identical for the same options on any machine.
+
+With `content="conflict"` the words do carry an emotion (`EMOTIONAL_SENTENCES`): every sentence whose words say
+emotion A is spoken with the prosody of every emotion B, congruent pairs (A = B) included, so a model's answer
+shows which cue it follows. The clip's `emotion` is then the prosodic one (what the default corpora label) and
+`lexical_emotion` the one the words say; both reach the manifest (`esn.prepare`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,38 @@ SENTENCES: tuple[str, ...] = (
     "The window in the bedroom faces the street.",
     "We keep the bicycles in the garage.",
 )
+
+#: Sentences whose words say an emotion, written here (plain first-person statements), for cue-conflict clips.
+#: The neutral ones are neutral content as above.
+EMOTIONAL_SENTENCES: dict[str, tuple[str, ...]] = {
+    "neutral": SENTENCES[:6],
+    "happy": (
+        "I am so happy we won the game.",
+        "This is the best day of my whole life.",
+        "What a wonderful gift, thank you so much.",
+        "I love this place, it always makes me smile.",
+        "We did it, and I could not be more delighted.",
+        "Your good news made me really glad today.",
+    ),
+    "sad": (
+        "I miss her so much since she passed away.",
+        "Nothing will ever be the same without him.",
+        "I feel so lonely and tired of everything.",
+        "We lost our old dog last night.",
+        "I cried all evening after the bad news.",
+        "It breaks my heart to say goodbye.",
+    ),
+    "angry": (
+        "This makes me absolutely furious.",
+        "How dare you lie to me again.",
+        "I am sick and tired of your excuses.",
+        "Get out of my room right now.",
+        "Stop wasting my time with this nonsense.",
+        "I hate it when people treat me like this.",
+    ),
+}
+#: What a spoken clip's words are: neutral content, or words of one emotion spoken with another's prosody.
+CONTENTS = ("neutral", "conflict")
 
 
 @dataclass(frozen=True)
@@ -141,14 +178,22 @@ def read_spoken(root: Path | None = None, *, emotions: list[str] | tuple[str, ..
                 speakers: int = 24, per_speaker_emotion: int = 8, seed: int = 0,
                 intensity: tuple[float, float] = (1.0, 1.0), channel: str = "studio", speaker_prefix: str = "spk",
                 voices: list[str] | tuple[str, ...] = VOICES,
-                variants: list[str] | tuple[str, ...] = VARIANTS) -> Iterator[Candidate]:
+                variants: list[str] | tuple[str, ...] = VARIANTS, content: str = "neutral") -> Iterator[Candidate]:
     """Yield the spoken corpus; `root` is ignored (nothing is read from disk).
 
     Options as the synthetic corpus (`intensity`, `channel`, `speaker_prefix`), plus the espeak-ng
-    `voices` and `variants` whose pairs make the speakers. Each clip speaks one of `SENTENCES`.
+    `voices` and `variants` whose pairs make the speakers. Each clip speaks one of `SENTENCES`; with
+    `content="conflict"`, `per_speaker_emotion` sentences per speaker and (lexical, prosodic) pair instead
+    (`cue_conflict_clips`).
     """
     emotions = check_emotions(list(emotions), "spoken corpus emotions")
     low, high = check_channel_intensity("spoken", channel, intensity)
+    if content not in CONTENTS:
+        raise ValueError(f"spoken corpus: content must be one of {CONTENTS}, not {content!r}")
+    if content == "conflict":
+        yield from cue_conflict_clips(emotions, speakers, per_speaker_emotion, seed, (low, high), channel,
+                                      speaker_prefix, tuple(voices), tuple(variants))
+        return
     for speaker in make_speakers(speakers, seed, speaker_prefix, tuple(voices), tuple(variants)):
         for emotion in emotions:
             for k in range(per_speaker_emotion):
@@ -161,3 +206,33 @@ def read_spoken(root: Path | None = None, *, emotions: list[str] | tuple[str, ..
                 yield Candidate(uid, (wave, RATE), emotion, speaker.id, raw_label=emotion,
                                 extra={"text": text, "voice": speaker.voice, "variant": speaker.variant,
                                        "intensity": strength if emotion != "neutral" else 0.0, **settings})
+
+
+def cue_conflict_clips(emotions: list[str], speakers: int, per_pair: int, seed: int, intensity: tuple[float, float],
+                       channel: str, speaker_prefix: str, voices: tuple[str, ...], variants: tuple[str, ...]
+                       ) -> Iterator[Candidate]:
+    """Each speaker's `per_pair` sentences per lexical emotion A, each spoken with every emotion B's prosody.
+
+    The sentence is drawn per (speaker, A, k), so within a speaker the same words are heard with every prosody:
+    the pairs of a lexical row differ in prosody only. Utterance ids read `<speaker>_w<A>_p<B>_<k>`.
+    """
+    missing = [e for e in emotions if e not in EMOTIONAL_SENTENCES]
+    if missing:
+        raise ValueError(f"spoken corpus, content conflict: no emotional sentences for {missing} "
+                         f"(written for {sorted(EMOTIONAL_SENTENCES)})")
+    low, high = intensity
+    for speaker in make_speakers(speakers, seed, speaker_prefix, voices, variants):
+        for lexical in emotions:
+            for k in range(per_pair):
+                pick = np.random.default_rng([seed, zlib.crc32(f"{speaker.id}_w{lexical}_{k:03d}".encode())])
+                text = EMOTIONAL_SENTENCES[lexical][int(pick.integers(len(EMOTIONAL_SENTENCES[lexical])))]
+                for prosodic in emotions:
+                    uid = f"{speaker.id}_w{lexical}_p{prosodic}_{k:03d}"
+                    rng = np.random.default_rng([seed, zlib.crc32(uid.encode())])
+                    strength = float(rng.uniform(low, high))
+                    wave, settings = render(text, prosodic, speaker, rng, strength)
+                    wave = apply_channel(wave, channel, rng)
+                    yield Candidate(uid, (wave, RATE), prosodic, speaker.id, raw_label=prosodic,
+                                    extra={"text": text, "lexical_emotion": lexical, "voice": speaker.voice,
+                                           "variant": speaker.variant,
+                                           "intensity": strength if prosodic != "neutral" else 0.0, **settings})

@@ -8,7 +8,7 @@ The package: `style` holds the shared style and the helpers several figures use;
 one family of figures (`deactivation`: Δrecall heatmaps, specificity, set size, gain strength; `layers`;
 `overlap`; `identification`: identification size and correct-only identification; `transfer`;
 `injection`; `organism`: the model organism's confusion matrix; `population`: a population of organisms; `lens`: the
-logit lens; `steering`: steering vectors beside neuron gain). Everything callers use is re-exported
+logit lens; `steering`: steering vectors beside neuron gain; `cue_conflict`: which cue, words or prosody, answers follow). Everything callers use is re-exported
 here: `from esn import figures as F; F.plot_delta_recall(...)`. Each module also declares the workflow's figure
 kinds it draws (`registry`: inputs, caption, when it applies), from which the figure rules are generated.
 
@@ -31,6 +31,7 @@ Conventions shared by all figures:
 from esn.figures.style import (EMOTION_COLORS, SELECTOR_COLORS, SELECTOR_LABELS, emotion_color, parse_variant,
                                read_tables, save, selector_color)
 
+from esn.figures.cue_conflict import plot_cue_conflict
 from esn.figures.deactivation import plot_delta_recall, plot_set_size, plot_specificity, plot_strength
 from esn.figures.identification import plot_correct_only, plot_id_size
 from esn.figures.injection import plot_injection
@@ -65,5 +66,5 @@ __all__ = [
     "read_tables", "parse_variant", "save",
     "plot_delta_recall", "plot_specificity", "plot_strength", "plot_set_size", "plot_layers",
     "plot_overlap", "plot_id_size", "plot_transfer", "plot_confusion", "plot_injection", "plot_correct_only",
-    "plot_population", "plot_lens", "plot_steering", "FIGURES", "FigureJob", "FigureKind", "study_kinds",
+    "plot_population", "plot_lens", "plot_steering", "plot_cue_conflict", "FIGURES", "FigureJob", "FigureKind", "study_kinds",
 ]

@@ -10,7 +10,7 @@ Input sources: `study:<metric table>` (one per selector of the study: conditions
 injection), `neurons:<neuron table>` (counts_per_layer, overlap_emotions, overlap_selectors, stability),
 `knockout` (the evaluation corpus's layer knockout, or none), `transfer` (every study's delta_recall of the
 model), `organism_metrics` (the organism's training metrics), `population:<table>` (organisms, knockout,
-heldout, summary).
+heldout, summary), `cue_conflict` (the cue-conflict summary of the model on the corpus).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pandas as pd
 
 from esn.tables import ALL, read_tables, selection_variant
 
-#: Where a kind is drawn: per main study, per model (all its studies), per organism, for the population.
-SCOPES = ("study", "model", "organism", "population")
+#: Where a kind is drawn: per main study, per model (all its studies), per organism, for the population, per
+#: (model, corpus) of the cue-conflict check (`cue_conflict` in the config).
+SCOPES = ("study", "model", "organism", "population", "cue_conflict")
 
 
 @dataclass

@@ -132,7 +132,8 @@ def figure_input(source):
             "knockout": lambda: knockout_table, "transfer": lambda: transfer_tables,
             "organism_metrics": lambda: organism_metrics, "lens": lambda: lens_recall_table(name),
             "steering": lambda: steering_table(name),
-            "population": lambda: f"{PLAN.population_dir}/{name}.csv"}[what]()
+            "population": lambda: f"{PLAN.population_dir}/{name}.csv",
+            "cue_conflict": lambda: "results/tables/cue_conflict/{model}/{corpus}.summary.csv"}[what]()
 
 
 def figure_report(spec, path, subcategory, study):

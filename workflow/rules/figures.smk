@@ -12,6 +12,8 @@ FIGURE_PLACES = {
     "organism": ("results/figures/{model}/{kind}", "logs/figures/{model}/{kind}.log", "model organism",
                  "held-out split"),
     "population": (PLAN.population_figure, "logs/figures/population/{population}.log", None, None),
+    "cue_conflict": ("results/figures/{model}/{kind}/{corpus}", "logs/figures/{model}/{kind}/{corpus}.log",
+                     "cue conflict", "{corpus}"),
 }
 #: the config values a kind may ask for (`params` of its declaration), by name
 FIGURE_PARAMS = {
