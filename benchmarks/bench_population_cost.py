@@ -3,7 +3,8 @@ population's CPU total they imply — measured in CPU time (`time.process_time`,
 other work inflates it far less than wall time:
 
   * a training step: `esn.organism.train_organism` on the config's corpora and recipe, run for `--steps` and for
-    `--steps`/4 steps; the difference per step (encoding the clips and the held-out evaluation cancel out);
+    `--steps`/4 steps; the difference per step (encoding the clips and the held-out evaluation cancel out) — with
+    the config's `organism.micro_batches` and, for comparison, with whole batches (1);
   * an intervention row (one clip under one condition): `esn.interventions.evaluate` on the shipped organism
     (assembled from resources/organism) over the evaluation split of one corpus, under `--conditions` random 5 %
     deactivation sets, the way an intervention job scores them.
@@ -80,9 +81,14 @@ def main() -> None:
                          prompt=spec["prompt"], seed=0, threads=1)
 
     short, long = max(args.steps // 4, 1), args.steps
-    cpu_short, cpu_long = train_cpu(manifest, labels, cfg, short), train_cpu(manifest, labels, cfg, long)
-    step_s = (cpu_long - cpu_short) / (long - short)
-    fixed_s = cpu_short - short * step_s
+    train = {}
+    for pieces in sorted({1, cfg.micro_batches}):
+        piece_cfg = OrganismConfig(**{**cfg.__dict__, "micro_batches": pieces})
+        cpu = [train_cpu(manifest, labels, piece_cfg, n) for n in (short, long)]
+        step = (cpu[1] - cpu[0]) / (long - short)
+        train[pieces] = {"steps_measured": [short, long], "cpu_s": [round(c, 1) for c in cpu],
+                         "step_cpu_s": round(step, 3), "fixed_cpu_s": round(cpu[0] - short * step, 1)}
+    step_s, fixed_s = train[cfg.micro_batches]["step_cpu_s"], train[cfg.micro_batches]["fixed_cpu_s"]
     with tempfile.TemporaryDirectory() as tmp:
         assemble(ROOT / "resources" / "organism", Path(tmp) / "organism")
         evaluation = manifest[(manifest["split"] == "evaluation") & (manifest["corpus"] == names[0])]
@@ -97,8 +103,8 @@ def main() -> None:
         return organisms * studies * (1 + sets * (1 + draws)) * len(evaluation) * rows["row_cpu_s"]
 
     result = {**device_info(), "threads": 1,
-              "train": {"steps_measured": [short, long], "cpu_s": [round(cpu_short, 1), round(cpu_long, 1)],
-                        "step_cpu_s": round(step_s, 3), "fixed_cpu_s": round(fixed_s, 1),
+              "train_by_micro_batches": train,
+              "train": {"micro_batches": cfg.micro_batches, "step_cpu_s": step_s, "fixed_cpu_s": fixed_s,
                         "organism_cpu_s": round(fixed_s + steps * step_s, 1), "steps": steps},
               "intervene": {**rows, "row_cpu_s": round(rows["row_cpu_s"], 5)},
               "population": {"organisms": organisms, "studies": studies, "sets_per_study": sets,
