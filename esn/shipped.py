@@ -161,9 +161,10 @@ IMPLICIT_CORPUS_KEYS = {"split": "speaker_hash"}
 
 
 def recipe(config: dict[str, Any], seed: int, prompt: str) -> dict[str, Any]:
-    """What decides the trained organism, from a resolved config: the organism keys (not its thread count or
-    where it comes from), the seed, the prompt, and the specs of the corpora it learns from."""
-    organism = {k: v for k, v in config["organism"].items() if k not in ("threads", "shipped")}
+    """What decides the trained organism, from a resolved config: the organism keys (not its thread count, its
+    micro-batches — both change floats only — or where it comes from), the seed, the prompt, and the specs of
+    the corpora it learns from."""
+    organism = {k: v for k, v in config["organism"].items() if k not in ("threads", "micro_batches", "shipped")}
     corpora = {c: {k: v for k, v in config["corpora"][c].items() if IMPLICIT_CORPUS_KEYS.get(k, object()) != v}
                for c in organism["corpora"]}
     return json.loads(json.dumps({"organism": organism, "seed": seed, "prompt": prompt, "corpora": corpora},
