@@ -113,6 +113,17 @@ def percentile_levels(clusters: int, level: float = 0.95) -> tuple[float, float]
     return 100 * tail, 100 * (1 - tail)
 
 
+def percentile_interval(x: np.ndarray, clusters: int, level: float = 0.95
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The estimate (row 0 of `x`, the observed data) and its expanded percentile interval over the resamples
+    (rows 1..) at `percentile_levels(clusters, level)`: the interval every table of the study reports.
+    NaN statistics (undefined for a condition) stay NaN."""
+    lo_pct, hi_pct = percentile_levels(clusters, level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return x[0], np.nanpercentile(x[1:], lo_pct, axis=0), np.nanpercentile(x[1:], hi_pct, axis=0)
+
+
 def bootstrap_unit(speakers: pd.Series | None, unit: str) -> tuple[np.ndarray | None, str]:
     """The cluster code per utterance (None: utterances) and the unit used: speakers where asked and the
     table has at least two; otherwise utterances, with a logged warning."""
@@ -188,12 +199,10 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             moved = (pred[:, base] != e)
             flip[:, k] = (w @ (moved & (pred[:, k] == e))) / np.maximum(w @ moved, 1e-12)
 
-    lo_pct, hi_pct = percentile_levels(len(np.unique(clusters)) if clusters is not None else len(y))
+    n_units = len(np.unique(clusters)) if clusters is not None else len(y)
 
     def ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with warnings.catch_warnings():  # statistics undefined for a condition (e.g. flip rate of none) stay NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return x[0], np.nanpercentile(x[1:], lo_pct, axis=0), np.nanpercentile(x[1:], hi_pct, axis=0)
+        return percentile_interval(x, n_units)
 
     rows = conds.copy()
     for name, stat in {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1), "flip_rate": flip}.items():
