@@ -41,7 +41,7 @@ NULL_COLUMNS = ["random_draws", "random_mean", "random_sd", "random_min", "rando
 
 CI = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: table-wide provenance columns: one value per table, copied onto every output table
-CARRIED = ["scoring"]
+CARRIED = ["scoring", "stream"]   # stream: where a steering table's vectors act (esn.steering)
 
 
 def _pivot(table: pd.DataFrame, labels: list[str]
@@ -267,7 +267,8 @@ def _injection(conds: pd.DataFrame, stats: dict[str, np.ndarray], recall: np.nda
 
 
 def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci: CI) -> pd.DataFrame:
-    """Per (mode, variant, control, fraction, alpha, draw): means over target emotions, resampled jointly.
+    """Per (mode, variant, control, fraction, alpha, draw, layer): means over target emotions, resampled jointly
+    (layer: -1 for neuron sets; the steered layer of a steering table with several).
 
     self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others.
     Selected rows are set against the same statistic of each random draw over the same targets
@@ -281,7 +282,7 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         if e < 0:
             continue
         others = [c for c in range(C) if c != e]
-        key = tuple(conds.loc[k, list(INJECTION_KEYS)])
+        key = tuple(conds.loc[k, [*INJECTION_KEYS, "layer"]])
         per.setdefault(key, {})[int(e)] = (delta[:, k, e], delta[:, k, others].mean(-1))
 
     def statistics(by_target: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -290,12 +291,12 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         return {"self": own, "others": rest, "specificity": own - rest}
 
     rows = []
-    for (mode, variant, control, fraction, alpha, draw), by_target in per.items():
+    for (mode, variant, control, fraction, alpha, draw, layer), by_target in per.items():
         stats = statistics(by_target)
         # a selected set against every draw; a random draw against the other draws (leave-one-out: the rate at
         # which random sets pass the vs_random criterion, esn.claims)
-        twins = [statistics(t) for (m, v, c, f, a, d), t in per.items()
-                 if (m, v, c, f, a) == (mode, variant, "random", fraction, alpha) and set(t) == set(by_target)
+        twins = [statistics(t) for (m, v, c, f, a, d, l), t in per.items()
+                 if (m, v, c, f, a, l) == (mode, variant, "random", fraction, alpha, layer) and set(t) == set(by_target)
                  and not (control == "random" and d == draw)] if control in ("selected", "random") else []
         null = {name: versus_draws(x, [t[name] for t in twins], ci) for name, x in stats.items()} if twins else {}
         if twins and control == "selected":
@@ -303,9 +304,9 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         for name, x in stats.items():
             est, lo, hi = ci(x)
             rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
-                         "draw": draw, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
+                         "draw": draw, "layer": layer, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
                          "targets": len(by_target), **null.get(name, {})})
-    return pd.DataFrame(rows).reindex(columns=[*INJECTION_KEYS, "statistic", "estimate", "lo", "hi", "targets",
+    return pd.DataFrame(rows).reindex(columns=[*INJECTION_KEYS, "layer", "statistic", "estimate", "lo", "hi", "targets",
                                                *NULL_COLUMNS])
 
 
