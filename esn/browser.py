@@ -3,9 +3,9 @@
 The index shows, per selector and emotion, the chosen set (size per layer, overlap with the other
 selectors, its top neurons) and its causal effect (the Δrecall row under deactivation and the gain
 curve, per evaluation corpus), and beside it the emotion's steering vector where the study has one (its layer and
-norm, and per α its target share and off-target recall change beside gain on the set and a random direction). A neuron page shows who chose the neuron and at which rank, its
-activation per emotion over the identification clips, and the clips that drive it most and least, each
-playable. Everything comes from the store, the selections and the metric tables: no model runs.
+norm, and per α its target share and off-target recall change beside gain on the set and a random direction).
+A neuron page shows who chose the neuron and at which rank, its activation per emotion over the identification
+clips, and the clips that drive it most and least, each playable. Everything comes from the store, the selections and the metric tables: no model runs.
 
 The site is plain HTML + CSS with inline SVG figures and relative links only, so the folder opens from
 the file system and can be zipped and shared: the clips it plays are copied into it, each once.

@@ -225,7 +225,8 @@ def test_steering_section_holds_the_tables_numbers(site, inputs):
 
             def others(delta, mode, control, layer, alpha):
                 d = delta[(delta["mode"] == mode) & (delta["target"] == e) & (delta["control"] == control)
-                          & (delta["layer"] == layer) & (delta["alpha"] == alpha) & ~delta["class"].isin([e, "specificity"])]
+                          & (delta["layer"] == layer) & (delta["alpha"] == alpha)
+                          & ~delta["class"].isin([e, "specificity"])]
                 d = d[np.isclose(d["fraction"], FRACTION)]
                 return 100 * d.groupby("draw")["delta_recall"].mean().mean()
 
