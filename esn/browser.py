@@ -2,9 +2,10 @@
 
 The index shows, per selector and emotion, the chosen set (size per layer, overlap with the other
 selectors, its top neurons) and its causal effect (the Δrecall row under deactivation and the gain
-curve, per evaluation corpus). A neuron page shows who chose the neuron and at which rank, its
-activation per emotion over the identification clips, and the clips that drive it most and least, each
-playable. Everything comes from the store, the selections and the metric tables: no model runs.
+curve, per evaluation corpus), and beside it the emotion's steering vector where the study has one (its layer and
+norm, and per α its target share and off-target recall change beside gain on the set and a random direction).
+A neuron page shows who chose the neuron and at which rank, its activation per emotion over the identification
+clips, and the clips that drive it most and least, each playable. Everything comes from the store, the selections and the metric tables: no model runs.
 
 The site is plain HTML + CSS with inline SVG figures and relative links only, so the folder opens from
 the file system and can be zipped and shared: the clips it plays are copied into it, each once.
@@ -44,6 +45,16 @@ class StudyTables:
     selector: str
     delta_recall: PathLike
     conditions: PathLike
+
+
+@dataclass(frozen=True)
+class SteeringTables:
+    """The steering metric tables of one evaluation corpus (rules steer, then metrics) and its vectors table."""
+
+    eval_corpus: str
+    delta_recall: PathLike
+    conditions: PathLike
+    vectors: PathLike
 
 
 @dataclass
@@ -269,6 +280,55 @@ def gain_curves(conditions: pd.DataFrame, fraction: float, emotion: str) -> dict
             if not (part := c[c["control"] == control]).empty}
 
 
+def _effects(delta: pd.DataFrame, conditions: pd.DataFrame, mode: str, emotion: str, fraction: float | None
+             ) -> pd.DataFrame:
+    """Per (layer, control, α) of `mode` on the emotion (at `fraction` where given): the share of predictions equal
+    to it and the mean recall change of the other classes, each averaged over random draws."""
+    def rows(t: pd.DataFrame) -> pd.DataFrame:
+        keep = (t["mode"] == mode) & (t["target"] == emotion) & (selection_variant(t) == ALL)
+        return t[keep & (np.isclose(t["fraction"].astype(float), fraction) if fraction is not None else True)]
+    keys = ["layer", "control", "alpha"]
+    share = rows(conditions).groupby(keys)["target_share"].mean()
+    d = rows(delta)
+    d = d[~d["class"].isin([emotion, "specificity"])]
+    others = d.groupby([*keys, "draw"])["delta_recall"].mean().groupby(level=keys).mean()
+    return pd.DataFrame({"target_share": share, "others": others})
+
+
+def steering_rows(steer_delta: pd.DataFrame, steer_conditions: pd.DataFrame, gain_delta: pd.DataFrame,
+                  gain_conditions: pd.DataFrame, fraction: float, emotion: str) -> list[dict[str, Any]]:
+    """Per steered layer and α: the emotion's steering vector, its random direction and neuron gain on the set at
+    the same α — predicted emotion (%) and mean off-target Δrecall (pp)."""
+    steer = _effects(steer_delta, steer_conditions, "steer", emotion, None)
+    gain = _effects(gain_delta, gain_conditions, "gain", emotion, fraction).droplevel("layer")
+    out = []
+    for layer, alpha in sorted({(int(l), float(a)) for l, c, a in steer.index}):
+        cells = []
+        for what in ("target_share", "others"):
+            for frame, key in ((gain, ("selected", alpha)), (steer, (layer, "selected", alpha)),
+                               (steer, (layer, "random", alpha))):
+                v = 100 * float(frame[what].get(key, math.nan))
+                cells.append("–" if not np.isfinite(v) else f"{v:.1f}" if what == "target_share" else f"{v:+.1f}")
+        out.append({"layer": layer, "alpha": _fmt(alpha), "cells": cells})
+    return out
+
+
+def steering_vectors(vectors: pd.DataFrame, selector: str, emotion: str) -> list[dict[str, Any]]:
+    """Per steered layer: the stream, the mean difference's norm, the vector's norm per α (the reference selector's
+    gain change, the matching rule) and this selector's gain change per α."""
+    own = vectors[vectors["emotion"] == emotion]
+    out = []
+    for layer, part in own.groupby("layer", sort=True):
+        ref = part[part["reference"].astype(bool)]
+        mine = part[part["selector"] == selector]
+        out.append({"layer": int(layer), "stream": str(part["stream"].iloc[0]) if "stream" in part else "residual",
+                    "mean_difference_norm": _fmt(float(part["mean_difference_norm"].iloc[0])),
+                    "reference": str(ref["selector"].iloc[0]) if len(ref) else "",
+                    "norm_per_alpha": _fmt(float(ref["gain_change_norm_per_alpha"].iloc[0])) if len(ref) else "–",
+                    "own_per_alpha": _fmt(float(mine["gain_change_norm_per_alpha"].iloc[0])) if len(mine) else "–"})
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading the store: only the page neurons' columns, one slab per layer
 
@@ -344,7 +404,7 @@ def _extremes(data: NeuronData, ids: np.ndarray, n: int) -> tuple[np.ndarray, np
 
 def build_site(out: PathLike, *, store_path: PathLike, corpus_dir: PathLike, selections: Mapping[str, PathLike],
                tables: Sequence[StudyTables], fraction: float, top: int = 20, clips: int = 5,
-               title: str = "") -> dict[str, int]:
+               title: str = "", steering: Sequence[SteeringTables] = ()) -> dict[str, int]:
     """Write the site into `out` (built beside it, then moved into place). Returns counts for the log."""
     out = Path(out)
     sels = _load_selections(selections)
@@ -395,6 +455,8 @@ def build_site(out: PathLike, *, store_path: PathLike, corpus_dir: PathLike, sel
               "provenance": {k: ds.attrs.get(k, "") for k in ("model_source", "model_revision", "site", "positions")}}
 
     loaded = {t: (read_table(t.delta_recall, "delta_recall"), read_table(t.conditions, "conditions")) for t in tables}
+    steered = {t.eval_corpus: (read_table(t.delta_recall, "delta_recall"), read_table(t.conditions, "conditions"),
+                               read_table(t.vectors, "steering_vectors")) for t in steering}
     cards = {}
     for s in sels:
         counts = masks[s].sum("neuron")
@@ -406,7 +468,12 @@ def build_site(out: PathLike, *, store_path: PathLike, corpus_dir: PathLike, sel
                 delta, conds = loaded[t]
                 classes = _classes(delta, emotions)
                 curves = gain_curves(conds, fraction, e)
-                studies.append({"eval_corpus": t.eval_corpus, "classes": classes,
+                steer = None
+                if t.eval_corpus in steered:
+                    s_delta, s_conds, vectors = steered[t.eval_corpus]
+                    steer = {"vectors": steering_vectors(vectors, s, e),
+                             "rows": steering_rows(s_delta, s_conds, delta, conds, fraction, e)}
+                studies.append({"eval_corpus": t.eval_corpus, "classes": classes, "steering": steer,
                                 "delta": delta_recall_rows(delta, fraction, e, classes),
                                 "gain": svg_gain(curves, selector_color(s), 1 / len(classes),
                                                  f"gain on {s} {e} set, evaluated on {t.eval_corpus}")

@@ -7,8 +7,8 @@ layer l as well (the same two passes as `decode_labels`, every position taken at
 this is the model's own computation, so the lens there equals `label_logprobs`.
 
 The per-layer recall of the true emotion says where the decision becomes readable; the resolution layer is the
-first layer whose recall's 95 % bootstrap interval lies wholly above chance (1 / number of labels) — the rule
-`resolution`. Under each selector's main-size deactivation (rows scaled by the intervention machinery, the same
+first layer whose recall's 95 % bootstrap interval (the expanded interval every table uses) lies wholly
+above chance (1 / number of labels) — the rule `resolution`. Under each selector's main-size deactivation (rows scaled by the intervention machinery, the same
 per-row scales as `esn.interventions`) the lens shows at which layer the effect of removing the neurons appears.
 """
 
@@ -26,7 +26,7 @@ from esn.audio import load_16k_mono
 from esn.batching import Fit, in_pieces
 from esn.capture import store_order
 from esn.interventions import Condition, DeviceIndex, _per_condition
-from esn.metrics import bootstrap_unit, bootstrap_weights
+from esn.metrics import bootstrap_unit, bootstrap_weights, percentile_interval
 from esn.models.base import AudioLMAdapter, Embedded
 
 
@@ -132,11 +132,13 @@ LENS_KEYS = ["selector", "mode", "target", "control", "fraction"]
 def lens_recall(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, seed: int = 0,
                 unit: str = "speaker") -> pd.DataFrame:
     """Per condition and layer: each class's recall (`class` = the label) and their mean (`class` = "UAR"),
-    with 95 % bootstrap intervals (resamples shared by every condition and layer) and chance = 1 / labels."""
+    with 95 % bootstrap intervals (resamples shared by every condition and layer; the expanded percentile interval
+    every table uses, `esn.metrics.percentile_interval`) and chance = 1 / labels."""
     first = table.drop_duplicates("utterance_id").set_index("utterance_id")
     uid = first.index
     clusters, used = bootstrap_unit(first["speaker"] if "speaker" in first else None, unit)
     weights = bootstrap_weights(len(uid), n_boot, seed, clusters)
+    n_units = len(np.unique(clusters)) if clusters is not None else len(uid)   # as `esn.metrics.summarize`
     y = first["emotion"].to_numpy()
     out = []
     for key, part in table.groupby(LENS_KEYS + ["layer"], sort=True, dropna=False):
@@ -147,8 +149,8 @@ def lens_recall(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, s
             recalls.append((weights @ (is_c * (pred == label))) / np.maximum(weights @ is_c, 1e-12))
         recalls.append(np.mean(recalls, axis=0))
         for name, r in zip(labels + ["UAR"], recalls):
-            lo, hi = np.percentile(r[1:], [2.5, 97.5]) if n_boot else (np.nan, np.nan)
-            out.append({**dict(zip(LENS_KEYS + ["layer"], key)), "class": name, "recall": r[0], "recall_lo": lo,
+            est, lo, hi = percentile_interval(r, n_units) if n_boot else (r[0], np.nan, np.nan)
+            out.append({**dict(zip(LENS_KEYS + ["layer"], key)), "class": name, "recall": est, "recall_lo": lo,
                         "recall_hi": hi})
     result = pd.DataFrame(out)
     result["chance"], result["bootstrap_unit"] = 1.0 / len(labels), used

@@ -41,7 +41,7 @@ NULL_COLUMNS = ["random_draws", "random_mean", "random_sd", "random_min", "rando
 
 CI = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: table-wide provenance columns: one value per table, copied onto every output table
-CARRIED = ["scoring"]
+CARRIED = ["scoring", "stream"]   # stream: where a steering table's vectors act (esn.steering)
 
 
 def _pivot(table: pd.DataFrame, labels: list[str]
@@ -111,6 +111,17 @@ def percentile_levels(clusters: int, level: float = 0.95) -> tuple[float, float]
         return 100 * alpha / 2, 100 * (1 - alpha / 2)
     tail = float(special.ndtr(-np.sqrt(clusters / (clusters - 1)) * special.stdtrit(clusters - 1, 1 - alpha / 2)))
     return 100 * tail, 100 * (1 - tail)
+
+
+def percentile_interval(x: np.ndarray, clusters: int, level: float = 0.95
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The estimate (row 0 of `x`, the observed data) and its expanded percentile interval over the resamples
+    (rows 1..) at `percentile_levels(clusters, level)`: the interval every table of the study reports.
+    NaN statistics (undefined for a condition) stay NaN."""
+    lo_pct, hi_pct = percentile_levels(clusters, level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return x[0], np.nanpercentile(x[1:], lo_pct, axis=0), np.nanpercentile(x[1:], hi_pct, axis=0)
 
 
 def bootstrap_unit(speakers: pd.Series | None, unit: str) -> tuple[np.ndarray | None, str]:
@@ -188,12 +199,10 @@ def summarize(table: pd.DataFrame, labels: list[str], *, n_boot: int = 1000, see
             moved = (pred[:, base] != e)
             flip[:, k] = (w @ (moved & (pred[:, k] == e))) / np.maximum(w @ moved, 1e-12)
 
-    lo_pct, hi_pct = percentile_levels(len(np.unique(clusters)) if clusters is not None else len(y))
+    n_units = len(np.unique(clusters)) if clusters is not None else len(y)
 
     def ci(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with warnings.catch_warnings():  # statistics undefined for a condition (e.g. flip rate of none) stay NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return x[0], np.nanpercentile(x[1:], lo_pct, axis=0), np.nanpercentile(x[1:], hi_pct, axis=0)
+        return percentile_interval(x, n_units)
 
     rows = conds.copy()
     for name, stat in {"accuracy": acc, "uar": recall.mean(-1), "macro_f1": f1.mean(-1), "flip_rate": flip}.items():
@@ -258,7 +267,8 @@ def _injection(conds: pd.DataFrame, stats: dict[str, np.ndarray], recall: np.nda
 
 
 def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.ndarray, ci: CI) -> pd.DataFrame:
-    """Per (mode, variant, control, fraction, alpha, draw): means over target emotions, resampled jointly.
+    """Per (mode, variant, control, fraction, alpha, draw, layer): means over target emotions, resampled jointly
+    (layer: -1 for neuron sets; the steered layer of a steering table with several).
 
     self = mean_e Δrecall(e, e); others = mean_e mean_{c≠e} Δrecall(e, c); specificity = self − others.
     Selected rows are set against the same statistic of each random draw over the same targets
@@ -272,7 +282,7 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         if e < 0:
             continue
         others = [c for c in range(C) if c != e]
-        key = tuple(conds.loc[k, list(INJECTION_KEYS)])
+        key = tuple(conds.loc[k, [*INJECTION_KEYS, "layer"]])
         per.setdefault(key, {})[int(e)] = (delta[:, k, e], delta[:, k, others].mean(-1))
 
     def statistics(by_target: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -281,12 +291,12 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         return {"self": own, "others": rest, "specificity": own - rest}
 
     rows = []
-    for (mode, variant, control, fraction, alpha, draw), by_target in per.items():
+    for (mode, variant, control, fraction, alpha, draw, layer), by_target in per.items():
         stats = statistics(by_target)
         # a selected set against every draw; a random draw against the other draws (leave-one-out: the rate at
         # which random sets pass the vs_random criterion, esn.claims)
-        twins = [statistics(t) for (m, v, c, f, a, d), t in per.items()
-                 if (m, v, c, f, a) == (mode, variant, "random", fraction, alpha) and set(t) == set(by_target)
+        twins = [statistics(t) for (m, v, c, f, a, d, l), t in per.items()
+                 if (m, v, c, f, a, l) == (mode, variant, "random", fraction, alpha, layer) and set(t) == set(by_target)
                  and not (control == "random" and d == draw)] if control in ("selected", "random") else []
         null = {name: versus_draws(x, [t[name] for t in twins], ci) for name, x in stats.items()} if twins else {}
         if twins and control == "selected":
@@ -294,9 +304,9 @@ def _mean_over_targets(conds: pd.DataFrame, target_idx: np.ndarray, delta: np.nd
         for name, x in stats.items():
             est, lo, hi = ci(x)
             rows.append({"mode": mode, "variant": variant, "control": control, "fraction": fraction, "alpha": alpha,
-                         "draw": draw, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
+                         "draw": draw, "layer": layer, "statistic": name, "estimate": est, "lo": lo, "hi": hi,
                          "targets": len(by_target), **null.get(name, {})})
-    return pd.DataFrame(rows).reindex(columns=[*INJECTION_KEYS, "statistic", "estimate", "lo", "hi", "targets",
+    return pd.DataFrame(rows).reindex(columns=[*INJECTION_KEYS, "layer", "statistic", "estimate", "lo", "hi", "targets",
                                                *NULL_COLUMNS])
 
 

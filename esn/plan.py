@@ -289,6 +289,18 @@ class Plan:
     def browser_tables(self, model: str, corpus: str, kind: str) -> list[str]:
         return [intervention_table(model, corpus, sel, e, kind) for e, sel in self.browser_table_keys(model, corpus)]
 
+    def browser_steering_corpora(self, model: str, corpus: str) -> list[str]:
+        """Evaluation corpora of the sets identified on corpus whose study steers (its figures include the
+        steering figure: a main study with sweeps, steering enabled, a gain grid)."""
+        return sorted(e for m, i, e, sw in self.main_studies()
+                      if m == model and i == corpus and self.has_figures(m) and "steering" in self.figure_kinds(sw))
+
+    def browser_steering(self, model: str, corpus: str, kind: str) -> list[str]:
+        """The steering tables of `kind` (delta_recall | conditions | vectors) of `browser_steering_corpora`."""
+        return [f"results/tables/steering/{model}/{corpus}/{e}.vectors.csv" if kind == "vectors"
+                else intervention_table(model, corpus, "steering", e, kind)
+                for e in self.browser_steering_corpora(model, corpus)]
+
     # --- figures ----------------------------------------------------------------------------------------
 
     def figure_kinds(self, with_sweeps: bool = True) -> list[str]:

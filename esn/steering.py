@@ -6,9 +6,13 @@ direction of the same size moves the decision as much with less damage to other 
 weaker; if neuron gain wins, that is a finding.
 
 - **Direction** (`mean_difference`): per emotion e and layer l, mean over e's identification clips minus mean
-  over the other clips of the layer's output residual, each clip's residual averaged over its real positions
-  (prompt, audio and answer). Positions: all of them, because the vector is added at every position, as neuron
-  gain acts at every position; the direction and its size are measured where they act.
+  over the other clips of the stream's activation, each clip's averaged over its real positions (prompt, audio
+  and answer). Positions: all of them, because the vector is added at every position, as neuron gain acts at
+  every position; the direction and its size are measured where they act.
+- **Stream** (`STREAMS`): `residual`, the layer's output (the vector added there), or `mlp_output`, the output
+  of the layer's MLP (the vector added to it: the same place in the residual sum, a direction measured on what
+  the MLP, where the neurons live, writes).
+- **Layers**: one layer or several; each (layer, emotion) is its own condition (rows carry `layer`).
 - **Size** (the matching rule, `gain_change_norms`): the vector's norm equals the mean norm of the change that
   neuron gain at α on e's set (of the reference selector, at the main set size) makes on layer l's MLP output,
   α · ‖W_down[:, S] a_S‖, averaged over real positions and identification clips. The change is linear in α,
@@ -40,9 +44,21 @@ from esn.models.base import AudioLMAdapter, Embedded
 MODE = "steer"
 
 
+#: where the vector is measured and added: a decoder layer's output, or its MLP's output
+STREAMS = ("residual", "mlp_output")
+
+
+def stream_modules(adapter: AudioLMAdapter, stream: str) -> list[nn.Module]:
+    """Per decoder layer, the module whose output is the stream (the layer, or its MLP)."""
+    if stream not in STREAMS:
+        raise ValueError(f"steering stream must be one of {STREAMS}, not {stream!r}")
+    layers = adapter.decoder_layers()
+    return list(layers) if stream == "residual" else [layer.mlp for layer in layers]
+
+
 @dataclass(frozen=True)
 class Steer:
-    """One steering condition: `vector` [H] added to decoder layer `layer`'s output at every position."""
+    """One steering condition: `vector` [H] added to decoder layer `layer`'s stream output at every position."""
 
     target: str
     control: str        # "selected": the mean-difference direction; "random": a random direction of the same norm
@@ -64,7 +80,7 @@ def _hidden(out: object) -> torch.Tensor:
 
 @contextmanager
 def shifted(layers: list[nn.Module], shifts: Mapping[int, torch.Tensor]) -> Iterator[None]:
-    """Add `shifts[l]` [rows, H] to decoder layer l's output at every position (per row)."""
+    """Add `shifts[l]` [rows, H] to module `layers[l]`'s output at every position (per row)."""
     handles = []
     for l, shift in shifts.items():
         def hook(_m, _args, out, shift=shift):
@@ -81,11 +97,11 @@ def shifted(layers: list[nn.Module], shifts: Mapping[int, torch.Tensor]) -> Iter
 
 @torch.no_grad()
 def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers: list[int],
-                        sets: Mapping[Hashable, np.ndarray], *, batch_size: int = 16
+                        sets: Mapping[Hashable, np.ndarray], *, batch_size: int = 16, stream: str = "residual"
                         ) -> tuple[pd.DataFrame, np.ndarray, dict[Hashable, np.ndarray]]:
-    """One capture pass over `manifest`: per clip and layer of `layers`, the residual (layer output) averaged over
-    real positions [U, len(layers), H]; and per neuron set of `sets` (bool [n_layers, N], keyed e.g. by emotion or
-    by (selector, emotion)), the mean
+    """One capture pass over `manifest`: per clip and layer of `layers`, the `stream` (layer output, or MLP output)
+    averaged over real positions [U, len(layers), H]; and per neuron set of `sets` (bool [n_layers, N], keyed e.g.
+    by emotion or by (selector, emotion)), the mean
     per-position norm of the change gain α = 1 on the set makes on each layer's MLP output [len(layers)]
     (averaged over positions of a clip, then over clips). Returns the clips (store order), means, norms."""
     if adapter.in_audio_tower:
@@ -93,6 +109,7 @@ def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers:
                          "site")
     utterances = store_order(manifest)
     decoder_layers, records, norms = adapter.decoder_layers(), [], {e: np.zeros(len(layers)) for e in sets}
+    streams = stream_modules(adapter, stream)
     masks = {e: torch.as_tensor(np.asarray(m), device=adapter.device) for e, m in sets.items()}
 
     def run(piece: range) -> None:
@@ -111,7 +128,7 @@ def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers:
                 for e, mask in masks.items():
                     change = F.linear(x * mask[l].to(x.dtype), module.weight).float().norm(dim=-1)
                     norms[e][j] += float(((change * real).sum(1) / count).sum())
-            handles.append(decoder_layers[l].register_forward_hook(on_layer))
+            handles.append(streams[l].register_forward_hook(on_layer))
             handles.append(decoder_layers[l].mlp.down_proj.register_forward_pre_hook(on_down))
         try:
             adapter.decode_last(adapter.embed(batch))
@@ -122,6 +139,17 @@ def residual_statistics(adapter: AudioLMAdapter, manifest: pd.DataFrame, layers:
 
     in_pieces(run, range(len(utterances)), Fit(batch_size, "clips per batch"))
     return utterances, np.concatenate(records), {e: v / len(utterances) for e, v in norms.items()}
+
+
+def steering_layers(layer: int | None, layers: list[int] | str | None, n_layers: int) -> list[int]:
+    """The decoder layers steered: `layers` (a list, or "all": each layer in turn), else the one `layer` (None: the
+    middle layer); refused outside 0..n_layers-1."""
+    chosen = (list(range(n_layers)) if layers == "all" else list(layers) if layers is not None
+              else [n_layers // 2 if layer is None else layer])
+    bad = [l for l in chosen if not 0 <= l < n_layers]
+    if bad or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"steering layers {chosen}: need distinct decoder layers within 0..{n_layers - 1}")
+    return chosen
 
 
 def mean_difference(means: np.ndarray, emotions: np.ndarray | list[str], labels: list[str]) -> np.ndarray:
@@ -140,13 +168,12 @@ def steering_conditions(directions: np.ndarray, change_norms: Mapping[str, np.nd
                         layers: list[int], alphas: list[float], fraction: float, seed: int = 0) -> list[Steer]:
     """Mean-difference and random-direction conditions for every label, layer of `layers` and α: the vector's norm
     is α × the unit-gain change norm (`change_norms[e][j]` for layers[j]); `directions` [E, len(layers), H]."""
-    rng = np.random.default_rng(seed)
     out = []
     for i, e in enumerate(labels):
         for j, l in enumerate(layers):
             d = directions[i, j]
             unit = d / max(float(np.linalg.norm(d)), 1e-12)
-            rnd = rng.standard_normal(d.shape)
+            rnd = np.random.default_rng([seed, i, l]).standard_normal(d.shape)  # the same whatever other layers run
             rnd /= np.linalg.norm(rnd)
             for a in alphas:
                 size = float(a) * float(change_norms[e][j])
@@ -155,12 +182,12 @@ def steering_conditions(directions: np.ndarray, change_norms: Mapping[str, np.nd
     return out
 
 
-def steered_probabilities(adapter: AudioLMAdapter, embedded: Embedded, steers: list[Steer], rows_fit: Fit
-                          ) -> np.ndarray:
+def steered_probabilities(adapter: AudioLMAdapter, embedded: Embedded, steers: list[Steer], rows_fit: Fit,
+                          stream: str = "residual") -> np.ndarray:
     """Label probabilities [conditions, clips, labels]: rows (condition, clip), condition-major, through the answer
-    step in forwards of at most `rows_fit.size` rows, each row with its condition's vector added."""
+    step in forwards of at most `rows_fit.size` rows, each row with its condition's vector added to `stream`."""
     B = embedded.inputs_embeds.shape[0]
-    layers, H = adapter.decoder_layers(), embedded.inputs_embeds.shape[-1]
+    layers, H = stream_modules(adapter, stream), embedded.inputs_embeds.shape[-1]
     vectors = {id(s): torch.as_tensor(s.vector, device=adapter.device) for s in steers}
 
     def forward(rows: range) -> list:
@@ -178,9 +205,11 @@ def steered_probabilities(adapter: AudioLMAdapter, embedded: Embedded, steers: l
 
 @torch.no_grad()
 def steer_table(adapter: AudioLMAdapter, manifest: pd.DataFrame, steers: list[Steer], *, batch_size: int = 16,
-                max_rows: int = 256) -> pd.DataFrame:
-    """Score every utterance unmodified and under every steering condition: an intervention table (one row per
-    utterance and condition, `esn.tables` keys, mode `steer`) that `esn.metrics.summarize` reads as it is."""
+                max_rows: int = 256, stream: str = "residual") -> pd.DataFrame:
+    """Score every utterance unmodified and under every steering condition (vectors added to `stream`): an
+    intervention table (one row per utterance and condition, `esn.tables` keys, mode `steer`, the stream in column
+    `stream`) that `esn.metrics.summarize` reads as it is."""
+    stream_modules(adapter, stream)
     utterances = store_order(manifest)
     rows_fit, frames = Fit(max_rows, "rows per forward"), []
     labels = np.asarray(adapter.labels, dtype=object)
@@ -192,12 +221,12 @@ def steer_table(adapter: AudioLMAdapter, manifest: pd.DataFrame, steers: list[St
         embedded = adapter.embed(adapter.to_device(adapter.build_batch([load_16k_mono(p) for p in chunk["path"]])))
         probs = [adapter.label_probabilities(embedded).cpu().numpy()]
         if steers:
-            probs += list(steered_probabilities(adapter, embedded, steers, rows_fit))
+            probs += list(steered_probabilities(adapter, embedded, steers, rows_fit, stream))
         speaker = {"speaker": chunk["speaker"].astype(str).to_numpy()} if "speaker" in chunk else {}
         for keys, p in zip([unmodified] + [s.describe() for s in steers], probs):
             frame = pd.DataFrame({"utterance_id": chunk["utterance_id"].to_numpy(),
                                   "emotion": chunk["emotion"].to_numpy(), **speaker, **keys})
-            frame["scoring"] = adapter.scorer.mode
+            frame["scoring"], frame["stream"] = adapter.scorer.mode, stream
             frame["predicted"] = labels[p.argmax(-1)]
             for j, label in enumerate(adapter.labels):
                 frame[f"p_{label}"] = p[:, j].astype("float32")

@@ -21,8 +21,9 @@ CONDITION_KEYS: tuple[str, ...] = ("mode", "variant", "control", "target", "frac
 #: The row order of an intervention table: by condition, then utterance — unique per row, so a sharded study's
 #: tables, concatenated and sorted, are the unsharded run's table (`merge_interventions`).
 INTERVENTION_ORDER: tuple[str, ...] = (*CONDITION_KEYS, "utterance_id")
-#: The keys that pair a selected set's condition with its layer-matched random draws (same everything else).
-TWIN_KEYS: tuple[str, ...] = tuple(k for k in CONDITION_KEYS if k not in ("control", "layer", "draw"))
+#: The keys that pair a selected set's condition with its layer-matched random draws (same everything else; the
+#: layer too: -1 for neuron sets, the steered layer for a steering vector and its random direction).
+TWIN_KEYS: tuple[str, ...] = tuple(k for k in CONDITION_KEYS if k not in ("control", "draw"))
 #: The keys of a label-free injection row (its strategy is the condition's target).
 INJECTION_KEYS: tuple[str, ...] = tuple(k for k in CONDITION_KEYS if k not in ("target", "layer"))
 

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pytest
 from conftest import LABELS
 
@@ -49,6 +50,7 @@ def chromium() -> str:
 FRACTION, TOP, CLIPS = 0.05, 4, 3
 SELECTORS = ("mad", "cas")
 EVAL_CORPORA = ("synthetic", "synthetic_again")  # two evaluation corpora: the index must show both
+STEER_ALPHAS = [4.0, 1000.0]  # 4: beside gain's α = 4; 1000 (no gain beside it): enough to move the tiny model
 SHOTS = Path(os.environ.get("ESN_BROWSER_SHOTS", "/tmp/browser-shots"))
 
 
@@ -78,7 +80,40 @@ def inputs(tiny_adapter, tiny_manifest, tmp_path_factory) -> dict:
             write_table(out["delta_recall"], paths[0], "delta_recall")  # as the metrics stage writes them
             write_table(out["conditions"], paths[1], "conditions")
             tables.append(StudyTables(e, s, *paths))
-    return {"store_path": store_path, "selections": selections, "tables": tables}
+    steering = [steering_tables(tiny_adapter, evaluation, selections, work)]  # on the first corpus only
+    return {"store_path": store_path, "selections": selections, "tables": tables, "steering": steering}
+
+
+def steering_tables(adapter, evaluation, selections, work):
+    """A real steering run (two layers) of the sets' emotions and its tables, as rules steer and metrics write them."""
+    import pandas as pd
+
+    from esn.browser import SteeringTables
+    from esn.capture import store_order
+    from esn.metrics import summarize
+    from esn.selectors import open_selection, selected_mask
+    from esn.steering import mean_difference, residual_statistics, steer_table, steering_conditions
+    from esn.tables import write_table
+
+    sets = {}
+    for s, path in selections.items():
+        mask = selected_mask(open_selection(path).sel(variant="all"), FRACTION)
+        sets.update({(s, e): mask.sel(emotion=e).values for e in LABELS})
+    layers = [0, 1]
+    utts, means, norms = residual_statistics(adapter, evaluation, layers, sets, batch_size=8)
+    directions = mean_difference(means, store_order(evaluation)["emotion"].to_numpy(), LABELS)
+    steers = steering_conditions(directions, {e: norms[("mad", e)] for e in LABELS}, LABELS, layers, STEER_ALPHAS,
+                                 FRACTION)
+    out = summarize(steer_table(adapter, evaluation, steers, batch_size=8), LABELS, n_boot=20)
+    vectors = pd.DataFrame([{"selector": s, "emotion": e, "layer": l, "fraction": FRACTION, "stream": "residual",
+                             "reference": s == "mad", "gain_change_norm_per_alpha": norms[(s, e)][j],
+                             "mean_difference_norm": float(np.linalg.norm(directions[i, j]))}
+                            for s in selections for i, e in enumerate(LABELS) for j, l in enumerate(layers)])
+    paths = [work / f"steering.{kind}.csv" for kind in ("delta_recall", "conditions", "vectors")]
+    write_table(out["delta_recall"], paths[0], "delta_recall")
+    write_table(out["conditions"], paths[1], "conditions")
+    write_table(vectors, paths[2], "steering_vectors")
+    return SteeringTables(EVAL_CORPORA[0], *paths)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +158,99 @@ def test_top_neurons_are_the_best_ranked_of_the_set(inputs):
         assert all(mask.sel(emotion=e).values[l, n] for l, n, _, _ in lst)
         scores = [s for *_, s in lst]
         assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all()
+
+
+class Cells(HTMLParser):
+    """The text of every cell of each `table.steer` under an element of a given id, row by row."""
+
+    def __init__(self, html: str, within: str) -> None:
+        super().__init__()
+        self.within, self.depth, self.tables, self.row, self.cell = within, 0, [], None, None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id") == self.within:
+            self.depth = 1
+        elif self.depth and tag == "div":
+            self.depth += 1
+        if self.depth and tag == "table" and a.get("class") == "steer":
+            self.tables.append([])
+        if self.depth and tag == "tr" and self.tables:
+            self.row = []
+            self.tables[-1].append(self.row)
+        if self.row is not None and tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.cell is not None:
+            self.row.append(self.cell.strip())
+            self.cell = None
+        if tag in ("tr", "table"):
+            self.row = None
+        if self.depth and tag == "div":
+            self.depth -= 1
+
+
+def test_steering_section_holds_the_tables_numbers(site, inputs):
+    """Each card of a study that steers shows the emotion's steering vector: its layers, norms and, per layer and α,
+    the target share and off-target Δrecall of gain on the card's set, the vector and the random direction — the
+    numbers of the metric tables, read back from the HTML; a study without steering has no section."""
+    from esn.tables import read_table
+
+    html = (site / "index.html").read_text()
+    st = inputs["steering"][0]
+    s_delta, s_conds = read_table(st.delta_recall, "delta_recall"), read_table(st.conditions, "conditions")
+    vectors = read_table(st.vectors, "steering_vectors")
+    assert html.count('class="steering"') == len(SELECTORS) * len(LABELS)
+    assert f"{EVAL_CORPORA[1]}-steering" not in html
+    moved = []
+    for t in (t for t in inputs["tables"] if t.eval_corpus == EVAL_CORPORA[0]):
+        g_delta, g_conds = read_table(t.delta_recall, "delta_recall"), read_table(t.conditions, "conditions")
+        for e in LABELS:
+            block = f"{t.selector}-{e}-{t.eval_corpus}-steering"
+            (table,) = Cells(html, block).tables
+            body = table[2:]
+            assert [(int(r[0]), float(r[1])) for r in body] == [(l, a) for l in (0, 1) for a in STEER_ALPHAS]
+
+            def share(conds, mode, control, layer, alpha):
+                c = conds[(conds["mode"] == mode) & (conds["target"] == e) & (conds["control"] == control)
+                          & (conds["layer"] == layer) & (conds["alpha"] == alpha)]
+                c = c[np.isclose(c["fraction"], FRACTION)]
+                return 100 * c["target_share"].mean()
+
+            def others(delta, mode, control, layer, alpha):
+                d = delta[(delta["mode"] == mode) & (delta["target"] == e) & (delta["control"] == control)
+                          & (delta["layer"] == layer) & (delta["alpha"] == alpha)
+                          & ~delta["class"].isin([e, "specificity"])]
+                d = d[np.isclose(d["fraction"], FRACTION)]
+                return 100 * d.groupby("draw")["delta_recall"].mean().mean()
+
+            for row in body:
+                layer, alpha = int(row[0]), float(row[1])
+                expected = [share(g_conds, "gain", "selected", -1, alpha),
+                            share(s_conds, "steer", "selected", layer, alpha),
+                            share(s_conds, "steer", "random", layer, alpha),
+                            others(g_delta, "gain", "selected", -1, alpha),
+                            others(s_delta, "steer", "selected", layer, alpha),
+                            others(s_delta, "steer", "random", layer, alpha)]
+                shown = [np.nan if c == "–" else float(c) for c in row[2:]]
+                assert shown == pytest.approx(expected, abs=0.051, nan_ok=True)
+                moved.append(shown[4] != 0 or shown[5] != 0)  # off-target change of the vector or random
+            # the vector lines: norms from the vectors table (the matched norm is the reference selector's)
+            v = vectors[(vectors["emotion"] == e)]
+            for layer in (0, 1):
+                ref = v[(v["layer"] == layer) & v["reference"].astype(bool)].iloc[0]
+                own = v[(v["layer"] == layer) & (v["selector"] == t.selector)].iloc[0]
+                start = html.index(f'id="{block}"')
+                line = html[start:html.index("</p>", html.index(f'data-layer="{layer}"', start))]
+                assert f"norm {ref['gain_change_norm_per_alpha']:.3g}·α" in line
+                assert f"gain change {own['gain_change_norm_per_alpha']:.3g}·α" in line
+    assert any(moved), "some shown number differs from the unmoved model's (the test reads real values)"
 
 
 def test_caption_renders():

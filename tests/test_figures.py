@@ -381,7 +381,7 @@ def test_captions_render():
     config = {"metrics": {"bootstrap": 1000, "bootstrap_unit": "speaker"},
               "intervention": {"random_draws": 5, "unswept_draws": 1},
               "population": {"model": "organism", "seeds": [0, 1, 2]},
-              "organism": {"corpora": ["synthetic", "other"]}, "steering": {"selector": None},
+              "organism": {"corpora": ["synthetic", "other"]}, "steering": {"selector": None, "stream": "residual"},
               "studies": [{"model": "organism", "identify": "synthetic", "evaluate": "synthetic"},
                           {"model": "organism", "identify": "synthetic", "evaluate": "other"}]}
     params = SimpleNamespace(selectors=SELECTORS, fraction=MAIN, fractions=FRACTIONS, alphas=ALPHAS, id_sizes=ID_SIZES,

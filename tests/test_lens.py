@@ -15,6 +15,7 @@ from test_scoring import omni_multi_token
 from esn.hooks import scaled
 from esn.interventions import Condition
 from esn.lens import lens_logprobs, lens_recall, lens_table, resolution
+from esn.metrics import bootstrap_unit, bootstrap_weights, summarize
 from esn.models.audio_flamingo import AudioFlamingo3Adapter
 from esn.models.kimi_audio import KimiAudioAdapter, KimiaPromptBuilder
 from esn.models.qwen2_audio import Qwen2AudioAdapter
@@ -128,6 +129,29 @@ def test_recall_and_resolution_rules():
     res_never = resolution(lens_recall(never, LABELS, n_boot=200, seed=0, unit="utterance")).set_index("class")
     assert res_never.loc[LABELS[1], "resolution_layer"] == -1
     assert res_never.loc["UAR", "resolution_layer"] == -1
+
+
+def test_recall_interval_is_the_study_interval():
+    """lens_recall's interval is the one every table uses (esn.metrics): equal to summarize's UAR interval on the
+    same predictions and resamples, and wider than the plain 2.5/97.5 percentiles with 4 speakers."""
+    lens = planted(speakers=4).sort_values(["utterance_id", "layer"], ignore_index=True)
+    recall = lens_recall(lens, LABELS, n_boot=300, seed=3)
+    assert (recall["bootstrap_unit"] == "speaker").all()
+    for layer in (0, 1):
+        part = lens[lens["layer"] == layer].assign(variant="", alpha=0.0, layer=-1, draw=-1)
+        shared = summarize(part, LABELS, n_boot=300, seed=3)["conditions"].iloc[0]
+        mine = recall[(recall["layer"] == layer) & (recall["class"] == "UAR")].iloc[0]
+        assert mine["recall"] == pytest.approx(shared["uar"])
+        assert (mine["recall_lo"], mine["recall_hi"]) == pytest.approx((shared["uar_lo"], shared["uar_hi"]))
+    # the plain percentile interval of the same resamples is narrower: the expanded one is what is used
+    table = lens[lens["layer"] == 1].set_index("utterance_id")
+    clusters, _ = bootstrap_unit(table["speaker"], "speaker")
+    w = bootstrap_weights(len(table), 300, 3, clusters)
+    y, pred = table["emotion"].to_numpy(), table["predicted"].to_numpy()
+    uar = np.mean([(w @ ((y == e) & (pred == e))) / (w @ (y == e)) for e in LABELS], axis=0)
+    plain_lo, plain_hi = np.percentile(uar[1:], [2.5, 97.5])
+    mine = recall[(recall["layer"] == 1) & (recall["class"] == "UAR")].iloc[0]
+    assert mine["recall_lo"] < plain_lo and mine["recall_hi"] >= plain_hi
 
 
 def test_tables_and_figure_from_a_real_lens_run(tiny_adapter, tiny_manifest, tmp_path):

@@ -15,7 +15,7 @@ from esn.capture import store_order
 from esn.hooks import scaled
 from esn.metrics import summarize
 from esn.steering import (Steer, mean_difference, residual_statistics, shifted, steer_table, steered_probabilities,
-                          steering_conditions)
+                          steering_conditions, steering_layers)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,9 +25,10 @@ def small_sets(adapter, seed: int = 0) -> dict[str, np.ndarray]:
     return {e: rng.random((adapter.n_layers, adapter.n_neurons)) < 0.1 for e in LABELS}
 
 
-def by_hand(adapter, manifest, layer: int, sets):
-    """Per clip: the layer's output averaged over real positions, and per emotion the mean per-position norm of
-    (MLP output with gain α = 1 on the set) − (MLP output unmodified), from whole forwards with hooks."""
+def by_hand(adapter, manifest, layer: int, sets, stream: str = "residual"):
+    """Per clip: the layer's output (or its MLP's output) averaged over real positions, and per emotion the mean
+    per-position norm of (MLP output with gain α = 1 on the set) − (MLP output unmodified), from whole forwards
+    with hooks."""
     utts = store_order(manifest)
     batch = adapter.build_batch([load_16k_mono(p) for p in utts["path"]])
     embedded = adapter.embed(batch)
@@ -48,7 +49,8 @@ def by_hand(adapter, manifest, layer: int, sets):
             per_pos = (seen["mlp"] - plain).norm(dim=-1)
             norms[e] = float(((per_pos * real).sum(1) / real.sum(1)).mean())
     h1.remove(), h2.remove()
-    means = ((resid * real[..., None]).sum(1) / real.sum(1)[:, None]).numpy()
+    act = resid if stream == "residual" else plain
+    means = ((act * real[..., None]).sum(1) / real.sum(1)[:, None]).numpy()
     return utts, means, norms
 
 
@@ -109,12 +111,73 @@ def test_batched_rows_equal_one_condition_at_a_time(tiny_adapter, tiny_manifest)
     assert not np.allclose(batched[0], plain, atol=1e-4)
 
 
+def test_mlp_output_stream(tiny_adapter, tiny_manifest):
+    """The MLP-output vector is mean(emotion) − mean(rest) of the MLP output by hand (not the residual's); added
+    there at α = 0 it is the unmodified model; at a large α it moves the answer."""
+    manifest, sets, layer = tiny_manifest.iloc[:10], small_sets(tiny_adapter), 1
+    utts, means, norms = residual_statistics(tiny_adapter, manifest, [layer], sets, batch_size=4, stream="mlp_output")
+    _, hand_mlp, hand_norms = by_hand(tiny_adapter, manifest, layer, sets, stream="mlp_output")
+    _, hand_resid, _ = by_hand(tiny_adapter, manifest, layer, sets)
+    np.testing.assert_allclose(means[:, 0], hand_mlp, atol=1e-5)
+    assert not np.allclose(hand_mlp, hand_resid, atol=1e-3)
+    emotions = utts["emotion"].to_numpy()
+    directions = mean_difference(means, emotions, LABELS)
+    for i, e in enumerate(LABELS):
+        own = hand_mlp[emotions == e].mean(0) - hand_mlp[emotions != e].mean(0)
+        np.testing.assert_allclose(directions[i, 0], own, atol=1e-5)
+        assert norms[e][0] == pytest.approx(hand_norms[e], rel=1e-4)
+    steers = steering_conditions(directions, norms, LABELS, [layer], [0.0, 50.0], 0.1)
+    table = steer_table(tiny_adapter, manifest, steers, batch_size=5, max_rows=12, stream="mlp_output")
+    assert (table["stream"] == "mlp_output").all()
+    p = [f"p_{l}" for l in LABELS]
+    none = table[table["mode"] == "none"].set_index("utterance_id")[p]
+    for _, part in table[table["alpha"] == 0.0].groupby(["target", "control"]):
+        assert (part.set_index("utterance_id")[p].loc[none.index].to_numpy() == none.to_numpy()).all()
+    strong = table[table["alpha"] == 50.0].set_index("utterance_id")
+    assert not np.allclose(strong[p].to_numpy(), none.loc[strong.index].to_numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="stream"):
+        steer_table(tiny_adapter, manifest, steers, stream="attention")
+
+
+def test_several_layers_give_one_table_whose_rows_equal_the_single_layer_run(tiny_adapter, tiny_manifest):
+    assert steering_layers(0, "all", 2) == [0, 1] and steering_layers(None, None, 4) == [2]
+    assert steering_layers(0, [1], 2) == [1] and steering_layers(1, None, 2) == [1]
+    with pytest.raises(ValueError, match="layers"):
+        steering_layers(0, [2], 2)
+    manifest, sets = tiny_manifest.iloc[:8], small_sets(tiny_adapter)
+    emotions = store_order(manifest)["emotion"].to_numpy()
+
+    def run(layers):
+        _, means, norms = residual_statistics(tiny_adapter, manifest, layers, sets, batch_size=8)
+        steers = steering_conditions(mean_difference(means, emotions, LABELS), norms, LABELS, layers, [4.0], 0.1,
+                                     seed=5)
+        return steer_table(tiny_adapter, manifest, steers, batch_size=8, max_rows=20)  # rows of both layers mix
+
+    both, single = run([0, 1]), run([1])
+    assert set(both.loc[both["mode"] == "steer", "layer"]) == {0, 1}
+    keys = ["mode", "control", "target", "alpha", "layer", "draw", "utterance_id"]
+    p = [f"p_{l}" for l in LABELS]
+    mine = both[both["layer"].isin([-1, 1])].sort_values(keys).reset_index(drop=True)
+    alone = single.sort_values(keys).reset_index(drop=True)
+    assert mine[keys].equals(alone[keys])
+    np.testing.assert_allclose(mine[p].to_numpy(), alone[p].to_numpy(), atol=1e-6)
+    layer0 = both[both["layer"] == 0].sort_values(keys)
+    assert not np.allclose(layer0[p].to_numpy(), alone[alone["mode"] == "steer"][p].to_numpy(), atol=1e-4)
+    # the metrics keep the layers apart: each vector is set against its own layer's random direction
+    summary = summarize(both, LABELS, n_boot=20, seed=0)["summary"]
+    steer = summary[summary["mode"] == "steer"]
+    assert set(steer["layer"]) == {0, 1}
+    tested = steer[(steer["control"] == "selected") & (steer["statistic"] != "specificity_vs_random")]
+    assert len(tested) == 2 * 3 and (tested["random_draws"] == 1).all()
+
+
 def test_figure_from_real_tables(tiny_adapter, tiny_manifest, tmp_path):
     from esn.figures import plot_steering
     manifest, sets = tiny_manifest.iloc[:8], small_sets(tiny_adapter)
     utts, means, norms = residual_statistics(tiny_adapter, manifest, [0], sets)
     steers = steering_conditions(mean_difference(means, utts["emotion"].to_numpy(), LABELS), norms, LABELS, [0],
                                  [2.0, 8.0], 0.1)
+    steers += [Steer(s.target, s.control, s.alpha, 1, s.fraction, s.draw, s.vector) for s in steers]  # 2 layers
     out = summarize(steer_table(tiny_adapter, manifest, steers, batch_size=8), LABELS, n_boot=20, seed=0)
     # the gain side: the same tables relabelled (a plotting check; the numbers are the steering's)
     gain = {k: out[k].assign(mode=out[k]["mode"].replace("steer", "gain"), selector="mad")

@@ -23,11 +23,21 @@ from esn.tables import read_tables
 STEER_COLOR, RANDOM_COLOR = "black", "0.55"
 
 
+def _layer_colors(layers: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(vector, random direction) colour per steered layer: black and grey for one, grey ramps for several."""
+    n = max(len(layers) - 1, 1)
+    return {l: (STEER_COLOR, RANDOM_COLOR) if len(layers) == 1 else (f"{0.5 * k / n:.2f}", f"{0.55 + 0.3 * k / n:.2f}")
+            for k, l in enumerate(layers)}
+
+
 def _lines(gain: pd.DataFrame, steer: pd.DataFrame, sels: Sequence[str]) -> list[tuple[pd.DataFrame, str, bool]]:
-    """(rows, colour, dashed) of every line: each selector's gain, the steering vector, the random direction."""
+    """(rows, colour, dashed) of every line: each selector's gain, then per steered layer the steering vector and
+    the random direction."""
     out = [(gain[(gain["selector"] == s) & (gain["control"] == "selected")], selector_color(s), False) for s in sels]
-    out.append((steer[steer["control"] == "selected"], STEER_COLOR, False))
-    out.append((steer[steer["control"] == "random"], RANDOM_COLOR, True))
+    for layer, (vector, random) in _layer_colors(sorted(set(steer["layer"]))).items():
+        at = steer[steer["layer"] == layer]
+        out.append((at[at["control"] == "selected"], vector, False))
+        out.append((at[at["control"] == "random"], random, True))
     return out
 
 
@@ -76,11 +86,13 @@ def plot_steering(gain_conditions: pd.DataFrame, gain_summary: pd.DataFrame, ste
         ax.set_title("mean over targets", loc="left")
     handles = [Line2D([], [], color=selector_color(s), marker="o", label=f"neuron gain: {selector_label(s)}")
                for s in sels]
-    handles += [Line2D([], [], color=STEER_COLOR, marker="o", label="steering vector (mean difference)"),
-                Line2D([], [], color=RANDOM_COLOR, marker="o", ls="--", mfc="white",
-                       label="random direction, same norm")]
-    _legend(fig, handles)
     layer = sorted(set(sc["layer"])) if len(sc) else []
+    for l, (vector, random) in _layer_colors(layer).items():
+        at = f", layer {l}" if len(layer) > 1 else ""
+        handles += [Line2D([], [], color=vector, marker="o", label=f"steering vector (mean difference){at}"),
+                    Line2D([], [], color=random, marker="o", ls="--", mfc="white",
+                           label=f"random direction, same norm{at}")]
+    _legend(fig, handles)
     _suptitle(fig, title, f"Steering vector at layer {', '.join(map(str, layer))} vs neuron gain on {_pct(fraction)} "
                           f"of neurons (bands: 95 % bootstrap intervals)")
     save(fig, out)

@@ -3,7 +3,8 @@
 
 
 rule browser:
-    """Index of every selector × emotion set (sizes, overlaps, causal results) and a page per top neuron."""
+    """Index of every selector × emotion set (sizes, overlaps, causal results, the emotion's steering vector where
+    the study steers) and a page per top neuron."""
     input:
         lib=library("browser.py"),
         store="results/activations/{model}/{corpus}.zarr",
@@ -11,6 +12,9 @@ rule browser:
         selections=selections,
         delta_recall=browser_tables("delta_recall"),
         conditions=browser_tables("conditions"),
+        steering_delta=lambda wc: PLAN.browser_steering(wc.model, wc.corpus, "delta_recall"),
+        steering_conditions=lambda wc: PLAN.browser_steering(wc.model, wc.corpus, "conditions"),
+        steering_vectors=lambda wc: PLAN.browser_steering(wc.model, wc.corpus, "vectors"),
     output:
         site=report(directory("results/browser/{model}/{corpus}"), htmlindex="index.html",
                     caption="../report/browser.rst", category="{model}", subcategory="ESN browser",
@@ -18,6 +22,7 @@ rule browser:
     params:
         selectors=SELECTORS,
         tables=lambda wc: PLAN.browser_table_keys(wc.model, wc.corpus),
+        steering=lambda wc: PLAN.browser_steering_corpora(wc.model, wc.corpus),
         corpus_dir=lambda wc: f"resources/corpora/{wc.corpus}",
         fraction=PLAN.config["intervention"]["fraction"],
         top_neurons=PLAN.config["browser"]["top_neurons"],
