@@ -42,7 +42,7 @@ def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter
                                 random_draws=plan.config["intervention"]["random_draws"])
     counted = [study_conditions(plan, s) for s in plan.studies]
     assert counted == [built(plan, s, selection) for s in plan.studies]
-    assert counted[0] == 321 and counted[1] == 41  # the README's "321 conditions × 96 clips" of the swept study
+    assert counted[0] == 321 and counted[1] == 41  # the swept study's 321 conditions
     sizes, jobs = cost_plan(plan, "cpu")
     assert {(s.corpus, s.identification, s.evaluation, s.source) for s in sizes} == {
         ("synthetic", 480, 160, "generated"), ("telephone", 480, 160, "generated"),
