@@ -186,3 +186,31 @@ def test_figure_from_real_tables(tiny_adapter, tiny_manifest, tmp_path):
     plot_steering(gain["conditions"], gain["summary"], out["conditions"], out["summary"], paths, fraction=0.1,
                   selectors=["mad"], title="tiny")
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("stream", ["residual", "mlp_output"])
+@pytest.mark.parametrize("family", ["audio_flamingo3", "qwen2_audio", "qwen_omni"])
+def test_every_family_steers_through_its_answer_step(family, stream, tmp_path):
+    """On each family's tiny real checkpoint: a zero vector is the unmodified model exactly, a vector added at one
+    layer moves the answer, and rows batched two at a time equal each condition's own forward."""
+    from models_tiny import PROMPT, waves
+    from test_lens import FAMILIES
+
+    build, cls = FAMILIES[family]
+    adapter = cls.load(str(build(tmp_path)), labels=LABELS, prompt=PROMPT)
+    with torch.no_grad():
+        embedded = adapter.embed(adapter.to_device(adapter.build_batch(waves([1.0, 1.4, 0.8], seed=5))))
+    H = embedded.inputs_embeds.shape[-1]
+    rng = np.random.default_rng(0)
+    steers = [Steer("happy", "selected", 0.0, 0, 0.05, vector=np.zeros(H, dtype=np.float32)),
+              Steer("happy", "selected", 8.0, 0, 0.05, vector=rng.normal(0, 4, H).astype(np.float32)),
+              Steer("sad", "random", 8.0, adapter.n_layers - 1, 0.05, vector=rng.normal(0, 4, H).astype(np.float32))]
+    with torch.no_grad():
+        plain = adapter.label_probabilities(embedded).numpy()
+        batched = steered_probabilities(adapter, embedded, steers, Fit(2, "rows per forward"), stream=stream)
+        alone = [steered_probabilities(adapter, embedded, [s], Fit(8, "rows per forward"), stream=stream)[0]
+                 for s in steers]
+    assert np.array_equal(batched[0], plain)
+    assert not np.allclose(batched[1], plain, atol=1e-4)
+    for k in (1, 2):
+        np.testing.assert_allclose(batched[k], alone[k], atol=1e-5)
