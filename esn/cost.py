@@ -27,6 +27,7 @@ import yaml
 
 from esn.grid import shard_blocks, study_grid
 from esn.plan import Plan, manifest, resolve
+from esn.sites import AUDIO_SITES
 
 COSTS = "benchmarks/costs.yaml"
 PROFILE = "profiles/slurm/config.yaml"
@@ -180,6 +181,13 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
     cap = plan.config["capture"]
     jobs: list[Job] = []
 
+    def row_seconds(model: str, rates: dict[str, Any]) -> float:
+        """A (clip, condition) row's cost: at an audio-tower site the tower reruns per condition, priced where
+        measured (`audio_site_row_s`), else at the decoder's row (a lower bound)."""
+        if plan.models[model].get("site") in AUDIO_SITES:
+            return rates.get("audio_site_row_s", rates["intervene_row_s"])
+        return rates["intervene_row_s"]
+
     def runs_on(model: str) -> tuple[str, dict[str, Any]]:
         entry = plan.models[model]
         if entry["organism"]:
@@ -219,7 +227,7 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
         n = plan.study_shards(model, study["identify"], evaluate)
         clips = partial(_largest_shard, evaluated(evaluate), block)
         job("intervene", model, study["identify"], evaluate, n, clips, study_conditions(plan, study),
-            rates["intervene_row_s"], f"studies[{i}].shards: {{n}}")
+            row_seconds(model, rates), f"studies[{i}].shards: {{n}}")
     if plan.knockout():
         for model, evaluate in sorted({(s["model"], s["evaluate"]) for s in plan.studies}):
             on, rates = runs_on(model)
@@ -228,7 +236,7 @@ def cost_plan(plan: Plan, device: str = "h200", scale: dict[str, int] | None = N
             chosen = plan.config["intervention"]["knockout_layers"]
             clips = partial(_largest_shard, evaluated(evaluate), block)
             job("knockout", model, "", evaluate, n, clips, 1 + (len(chosen) if chosen else layers),
-                rates["intervene_row_s"], "intervention.shards: {n}")
+                row_seconds(model, rates), "intervention.shards: {n}")
     return list(sizes.values()), jobs
 
 

@@ -55,6 +55,12 @@ def test_the_default_plan_counts_the_conditions_of_a_real_selection(tiny_adapter
     assert [j.clips for j in intervene] == [max(sum(map(len, shard_blocks(evaluated, block, k, j.shards)))
                                                 for k in range(j.shards)) for j in intervene]
     assert all(not j.fix for j in jobs)  # the default fits its limits everywhere
+    # a row at the audio tower's site reruns the tower: priced at its own measured cost, the decoder's elsewhere
+    rates = yaml.safe_load((ROOT / "benchmarks/costs.yaml").read_text())["organism"]
+    for j in intervene:
+        row = rates["audio_site_row_s"] if plan.models[j.model]["site"] == "audio_mlp" else rates["intervene_row_s"]
+        assert j.hours == pytest.approx((j.rows * row + rates["job_overhead_s"]) / 3600)
+    assert {j.model for j in intervene if plan.models[j.model]["site"] == "audio_mlp"} == {"organism_encoder"}
 
 
 def paper_config(tmp_path) -> dict:
