@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from esn.metrics import bootstrap_unit, bootstrap_weights, percentile_levels
+from esn.metrics import bootstrap_unit, bootstrap_weights, percentile_interval
 
 #: What an answer can follow: the prosodic emotion, the lexical one, or neither; and (incongruent cells) how often
 #: the lexical emotion is named when the words say a third one.
@@ -49,7 +49,6 @@ def summarize(answers: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, unit:
     clusters, used = bootstrap_unit(speakers, unit)
     w = bootstrap_weights(len(answers), n_boot, seed, clusters)        # [B+1, U]; row 0: the observed data
     g = len(np.unique(clusters)) if clusters is not None else len(answers)
-    low, high = percentile_levels(g, level)
     pred = answers["predicted"].to_numpy(dtype=object)
     lexical = answers["lexical_emotion"].to_numpy(dtype=object)
     prosodic = answers["emotion"].to_numpy(dtype=object)
@@ -76,7 +75,7 @@ def summarize(answers: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, unit:
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = by_chance[:, mask] if cue == "words_by_chance" else follows[cue][mask]
                 share = (w[:, mask] * value).sum(axis=1) / total  # NaN where a resample lacks the cell
-            lo, hi = np.nanpercentile(share[1:], [low, high]) if n_boot else (np.nan, np.nan)
+            _, lo, hi = percentile_interval(share, g, level) if n_boot else (None, np.nan, np.nan)
             rows.append({"scope": scope, "lexical_emotion": a, "prosodic_emotion": b, "cue": cue,
                          "share": float(share[0]), "lo": float(lo), "hi": float(hi), "clips": int(mask.sum()),
                          "speakers": int(answers.loc[mask, "speaker"].nunique()) if speakers is not None else 0,
