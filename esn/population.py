@@ -232,3 +232,41 @@ def write(out: Mapping[str, Path | str], frames: Mapping[str, pd.DataFrame]) -> 
     """Each table (organisms, draws, knockout, heldout, summary) through the table contract (kind population_<name>)."""
     for key, frame in frames.items():
         write_table(frame, out[key], f"population_{key}")
+
+
+def _verdict_cells(row: pd.Series) -> list[str]:
+    """k of N, then the random draws that pass the same test, P(k or more of N) and the verdict."""
+    cells = [f"{int(row['k'])} of {int(row['n'])}"]
+    if pd.isna(row.get("base_rate")):
+        return cells + ["", "", ""]
+    return cells + [f"{int(row['random_passed'])} of {int(row['random_draws'])} ({100 * row['base_rate']:.0f} %)",
+                    f"{row['p_null']:.2g}", str(row["verdict"])]
+
+
+def claims_markdown(summary: pd.DataFrame) -> str:
+    """The README's claim table from a population `summary`: per study and selector, the mean specificity over
+    organisms (its CI resamples organisms), then "specific" and "more specific than random", each as k of N,
+    the random draws that pass the same test, P and the verdict; then held-out UAR and layer knockout.
+    `python -m esn.population SUMMARY_CSV` prints it, so the README's numbers are regenerated, not typed."""
+    head = ("| study | selector | mean specificity [95 % CI over organisms] | specific: k of N | random sets passing "
+            "| P | verdict | beats random: k of N | random sets passing | P | verdict |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    sets = summary[summary["statistic"].isin(["specificity", "vs_random"])]
+    for (identify, evaluate, selector), g in sets.groupby(["identify", "evaluate", "selector"], sort=False):
+        s = g.set_index("statistic")
+        spec, vs = s.loc["specificity"], s.loc["vs_random"]
+        lines.append(f"| {identify} → {evaluate} | {selector} | {spec['mean']:+.2f} [{spec['lo']:+.2f}, {spec['hi']:+.2f}] | "
+                     + " | ".join(_verdict_cells(spec) + _verdict_cells(vs)) + " |")
+    lines += ["", "| claim | where | k of N | mean (sd) over organisms |", "|---|---|---|---|"]
+    for _, r in summary[summary["statistic"] == "heldout_uar"].iterrows():
+        lines.append(f"| {r['claim']} | {r['corpus']} | {int(r['k'])} of {int(r['n'])} | {r['mean']:.3f} ({r['sd']:.3f}) |")
+    for _, r in summary[summary["statistic"] == "knockout"].iterrows():
+        lines.append(f"| {r['claim']} | {r['evaluate']}, layer {int(r['layer'])} | {int(r['k'])} of {int(r['n'])} "
+                     f"| {r['mean']:+.3f} ({r['sd']:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # the README's claim table: python -m esn.population results/tables/population/<model>/summary.csv
+    import sys
+
+    print(claims_markdown(read_table(sys.argv[1], "population_summary")), end="")

@@ -233,3 +233,16 @@ def test_the_population_script_writes_base_rates_beside_k_of_n(tmp_path):
     draws = pd.read_csv(output["draws"])
     assert len(draws) == 9 and set(draws["draw"]) == {0, 1, 2}
     assert "random sets pass this test in 33 % of 9 draws" in Path(snakemake.log[0]).read_text()
+
+    # the README's claim table is printed from that summary.csv by `python -m esn.population` (not typed by hand)
+    import subprocess
+    import sys
+
+    table = subprocess.run([sys.executable, "-m", "esn.population", output["summary"]], check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    row = next(line for line in table if line.startswith("| syn → syn | mad |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == len(table[0].strip("|").split("|")) == 11
+    assert cells[3:7] == ["3 of 3", "3 of 9 (33 %)", "0.12", "not above random"]
+    assert cells[7] == f"{int(summary.loc['vs_random', 'k'])} of 3"
+    assert any(line.startswith("| held-out UAR lies in the target window") and "| syn | 3 of 3 |" in line for line in table)

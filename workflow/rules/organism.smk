@@ -42,6 +42,7 @@ rule train_organism:
         seed=organism_seed,
         recipe=lambda wc: organism_recipe(wc.organism_dir),
     threads: PLAN.config["organism"]["threads"]
+    priority: 40   # a population's longest chains start here: every organism trains before interventions take the cores
     resources:
         gpu=0,
     log:
