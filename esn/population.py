@@ -248,9 +248,10 @@ def claims_markdown(summary: pd.DataFrame) -> str:
     organisms (its CI resamples organisms), then "specific" and "more specific than random", each as k of N,
     the random draws that pass the same test, P and the verdict; then held-out UAR and layer knockout.
     `python -m esn.population SUMMARY_CSV` prints it, so the README's numbers are regenerated, not typed."""
-    head = ("| study | selector | mean specificity [95 % CI over organisms] | specific: k of N | random sets passing "
-            "| P | verdict | beats random: k of N | random sets passing | P | verdict |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    verdict = ["random sets passing", "P", "verdict"]
+    columns = ["study", "selector", "mean specificity [95 % CI over organisms]", "specific: k of N", *verdict,
+               "beats random: k of N", *verdict]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     sets = summary[summary["statistic"].isin(["specificity", "vs_random"])]
     for (identify, evaluate, selector), g in sets.groupby(["identify", "evaluate", "selector"], sort=False):
         s = g.set_index("statistic")
